@@ -1,0 +1,110 @@
+// The persistent layout of a store's metadata segment.
+//
+// Everything here lives in shared memory and outlives the daemon: a restarted smosd reattaches
+// to these tables and recovers from them. So every struct is plain data (no pointers, no
+// virtuals), fixed in size, and checked below. The tables are allocated once, when the segment
+// is created; the daemon never allocates from the segment afterwards, so a crash can never
+// leave the segment allocator's lock held.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "smos/xattr.h"
+
+namespace smos::layout {
+
+inline constexpr std::uint64_t kMagic = 0x31534f4d53534d53ull;  // "SMSSMOS1"
+// Bump whenever any struct below changes shape or meaning.
+inline constexpr std::uint32_t kVersion = 1;
+inline constexpr std::size_t kNameMax = 255;
+inline constexpr std::uint32_t kNoObject = 0xffffffffu;
+
+// The persisted part of an entry's lifecycle. "idle" and "busy" are both kCommitted: they
+// differ only in the reader count, which lives in the daemon and restarts at zero.
+enum class EntryState : std::uint32_t {
+  kFree = 0,       // the record (and its slot file) is unused
+  kWrite = 1,      // being written, visible only to its writer
+  kCommitted = 2,  // immutable and visible to everyone
+  kZombie = 3,     // unlinked or replaced, kept only for open handles
+};
+
+enum class CommitMode : std::uint32_t { kClose = 0, kExplicit = 1 };
+
+struct Timestamps {
+  std::int64_t atime_ns;
+  std::int64_t mtime_ns;
+  std::int64_t ctime_ns;
+};
+
+struct Name {
+  std::uint16_t len;
+  char bytes[kNameMax + 1];  // NUL-terminated for the logs' sake
+};
+
+// Free-form user.* attributes, packed as repeated [u16 name_len][u32 value_len][name][value].
+struct XattrBlob {
+  std::uint32_t used;
+  std::uint32_t reserved;
+  char data[xattr::kUserXattrCap + 96];
+};
+
+struct ObjectRecord {
+  std::uint64_t ino;  // 0 when the record is free
+  std::uint64_t capacity;
+  std::uint64_t block_size;
+  std::uint64_t next_seq;  // the seq the next commit takes
+  Timestamps times;
+  std::uint32_t mode;
+  std::uint32_t uid;
+  std::uint32_t gid;
+  CommitMode commit;
+  Name name;
+};
+
+struct EntryRecord {
+  std::uint64_t ino;   // 0 when the record is free
+  std::uint64_t seq;   // 0 until committed
+  std::uint64_t size;  // bytes; the slot file is exactly this long
+  Timestamps times;
+  std::uint32_t object;  // index into the object table, kNoObject once detached
+  EntryState state;
+  std::uint32_t mode;
+  std::uint32_t uid;
+  std::uint32_t gid;
+  std::uint32_t reserved;
+  Name name;
+};
+
+struct StoreHeader {
+  std::uint64_t magic;
+  std::uint32_t version;
+  std::uint32_t header_size;
+  std::uint64_t max_objects;
+  std::uint64_t max_entries;
+  std::uint64_t next_ino;      // inode numbers are never reused within a store
+  std::uint64_t object_hwm;    // object records at or past this index were never used
+  std::uint64_t entry_hwm;     // likewise for entry records
+  std::int64_t objects_off;    // table offsets from the segment base
+  std::int64_t entries_off;
+  std::int64_t xattrs_off;     // max_entries blobs for entries, then max_objects for objects
+  Timestamps root_times;
+  std::uint32_t root_mode;
+  std::uint32_t root_uid;
+  std::uint32_t root_gid;
+  std::uint32_t reserved;
+};
+
+template <typename T>
+inline constexpr bool kIsSharedPod = std::is_trivially_copyable_v<T> && std::is_standard_layout_v<T>;
+
+static_assert(kIsSharedPod<Timestamps> && sizeof(Timestamps) == 24);
+static_assert(kIsSharedPod<Name> && sizeof(Name) == 258);
+static_assert(kIsSharedPod<XattrBlob> && sizeof(XattrBlob) == 4104);
+static_assert(kIsSharedPod<ObjectRecord> && sizeof(ObjectRecord) == 336);
+static_assert(kIsSharedPod<EntryRecord> && sizeof(EntryRecord) == 336);
+static_assert(kIsSharedPod<StoreHeader> && sizeof(StoreHeader) == 120);
+static_assert(alignof(EntryRecord) == 8 && alignof(ObjectRecord) == 8 && alignof(StoreHeader) == 8);
+
+}  // namespace smos::layout
