@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Install what is missing, build twice, and run every test under both builds:
+#   build/       RelWithDebInfo
+#   build-asan/  the same with -DSMOS_SANITIZE=address,undefined
+# Exits non-zero if any build or test fails, or if a test left a FUSE mount behind.
+# The last line is the summary: "test.sh: N passed, N failed[, N skipped]".
+#
+# usage: scripts/test.sh
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+start=$SECONDS
+
+scripts/deps.sh || { echo "test.sh: deps.sh failed"; echo "test.sh: 0 passed, 1 failed"; exit 1; }
+
+echo "test.sh: kernel $(uname -r), $(nproc) cores, /dev/fuse $([[ -c /dev/fuse ]] && echo present || echo ABSENT)"
+
+# Every test that honours TMPDIR (mktemp -d, std::filesystem::temp_directory_path) mounts in
+# here, so anything left mounted under it is ours.
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/smos-test.XXXXXX")
+export TMPDIR=$tmp
+
+# FUSE mounts under /tmp, one mountpoint a line, as /proc/mounts spells them.
+fuse_mounts() { awk '$3 ~ /^fuse/ && $2 ~ /^\/tmp\// { print $2 }' /proc/mounts | sort -u; }
+mounts_before=$(fuse_mounts)
+shm_before=$(ls /dev/shm 2>/dev/null | sort)
+
+passed=0 failed=0 skipped=0
+
+# run_suite NAME BUILD_DIR [CMAKE_ARGS...]: build, then ctest; adds to the counts.
+run_suite() {
+  local name=$1 dir=$2
+  shift 2
+  local t0=$SECONDS log="$tmp/ctest-$name.log"
+  echo "=== test.sh: $name: build $dir $*"
+  if ! scripts/build.sh "$dir" "$@"; then
+    echo "=== test.sh: $name: BUILD FAILED"
+    failed=$((failed + 1))
+    return
+  fi
+  echo "=== test.sh: $name: ctest"
+  ctest --test-dir "$dir" --output-on-failure -j2 --timeout 300 --no-tests=error 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+
+  # "100% tests passed, 0 tests failed out of 12"; skipped tests count as passed there.
+  local summary total fail skip
+  summary=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1)
+  if [[ -z $summary ]]; then
+    echo "=== test.sh: $name: ctest gave no summary (exit $rc)"
+    failed=$((failed + 1))
+    return
+  fi
+  total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$summary")
+  fail=$(sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/' <<<"$summary")
+  skip=$(grep -cE '^[[:space:]]*[0-9]+ - .*\((Skipped|Disabled)\)$' "$log")
+  passed=$((passed + total - fail - skip))
+  failed=$((failed + fail))
+  skipped=$((skipped + skip))
+  if ((rc != 0 && fail == 0)); then
+    echo "=== test.sh: $name: ctest exited $rc"
+    failed=$((failed + 1))
+  fi
+  echo "=== test.sh: $name: $((total - fail - skip)) passed, $fail failed, $skip skipped" \
+    "in $((SECONDS - t0))s"
+}
+
+run_suite release build
+ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} \
+UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1} \
+  run_suite asan build-asan -DSMOS_SANITIZE=address,undefined
+
+# No test may leave a mount behind. Ours (under $tmp) are cleared after being reported;
+# others under /tmp that appeared during the run are only reported, since they may belong
+# to someone else's run on the same machine.
+leaked=$(comm -13 <(echo "$mounts_before") <(fuse_mounts))
+if [[ -n $leaked ]]; then
+  echo "test.sh: FUSE mounts left behind by the tests:"
+  sed 's/^/  /' <<<"$leaked"
+  failed=$((failed + 1))
+  while read -r m; do
+    [[ $m == "$tmp"/* ]] && fusermount3 -uz "$m"
+  done <<<"$leaked"
+fi
+leaked_shm=$(comm -13 <(echo "$shm_before") <(ls /dev/shm 2>/dev/null | sort))
+if [[ -n $leaked_shm ]]; then
+  echo "test.sh: warning: new files in /dev/shm after the tests:" $leaked_shm
+fi
+if [[ -z $(fuse_mounts | grep -F "$tmp/") ]]; then
+  rm -rf --one-file-system "$tmp"
+fi
+
+echo "test.sh: $(((SECONDS - start) / 60))m$(((SECONDS - start) % 60))s"
+line="test.sh: $passed passed, $failed failed"
+((skipped > 0)) && line+=", $skipped skipped"
+echo "$line"
+((failed == 0))
