@@ -55,6 +55,7 @@ struct ObjectRecord {
   std::uint64_t capacity;
   std::uint64_t block_size;
   std::uint64_t next_seq;  // the seq the next commit takes
+  std::uint64_t entries_created;  // once non-zero, capacity and block_size are fixed
   Timestamps times;
   std::uint32_t mode;
   std::uint32_t uid;
@@ -102,7 +103,7 @@ inline constexpr bool kIsSharedPod = std::is_trivially_copyable_v<T> && std::is_
 static_assert(kIsSharedPod<Timestamps> && sizeof(Timestamps) == 24);
 static_assert(kIsSharedPod<Name> && sizeof(Name) == 258);
 static_assert(kIsSharedPod<XattrBlob> && sizeof(XattrBlob) == 4104);
-static_assert(kIsSharedPod<ObjectRecord> && sizeof(ObjectRecord) == 336);
+static_assert(kIsSharedPod<ObjectRecord> && sizeof(ObjectRecord) == 344);
 static_assert(kIsSharedPod<EntryRecord> && sizeof(EntryRecord) == 336);
 static_assert(kIsSharedPod<StoreHeader> && sizeof(StoreHeader) == 120);
 static_assert(alignof(EntryRecord) == 8 && alignof(ObjectRecord) == 8 && alignof(StoreHeader) == 8);

@@ -1,0 +1,109 @@
+#include "fs/fs.h"
+
+#include <cstring>
+
+namespace smos::fs {
+
+namespace {
+
+// Committed entries never change, so the kernel may keep their attributes. Names inside an
+// object change behind the kernel's back (a commit makes a name appear or point elsewhere), so
+// they are never cached. Objects change only through this mount.
+constexpr double kImmutableTimeout = 3600.0;
+constexpr double kDirTimeout = 1.0;
+
+void init(void* /*userdata*/, fuse_conn_info* conn) {
+  // A replace is open(O_TRUNC) of a committed entry: it must reach us as one request.
+  if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
+  if (conn->capable & FUSE_CAP_SPLICE_READ) conn->want |= FUSE_CAP_SPLICE_READ;
+  conn->max_write = 1u << 20;
+  conn->max_readahead = 1u << 20;
+  spdlog::info("FUSE protocol {}.{}, max_write {}", conn->proto_major, conn->proto_minor,
+               conn->max_write);
+}
+
+}  // namespace
+
+Caller caller_of(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  return Caller{ctx->uid, ctx->gid, ctx->pid};
+}
+
+void fill_stat(const Attr& attr, struct stat* st) {
+  std::memset(st, 0, sizeof *st);
+  st->st_ino = attr.ino;
+  st->st_mode = attr.mode;
+  st->st_nlink = attr.nlink;
+  st->st_uid = attr.uid;
+  st->st_gid = attr.gid;
+  st->st_size = static_cast<off_t>(attr.size);
+  st->st_blksize = 4096;
+  st->st_blocks = static_cast<blkcnt_t>((attr.size + 511) / 512);
+  auto to_ts = [](std::int64_t ns) {
+    return timespec{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+  };
+  st->st_atim = to_ts(attr.times.atime_ns);
+  st->st_mtim = to_ts(attr.times.mtime_ns);
+  st->st_ctim = to_ts(attr.times.ctime_ns);
+}
+
+static double attr_timeout(const Attr& attr) {
+  if (S_ISDIR(attr.mode)) return kDirTimeout;
+  return attr.immutable ? kImmutableTimeout : 0.0;
+}
+
+void reply_entry(fuse_req_t req, const Attr& attr) {
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof e);
+  e.ino = attr.ino;
+  e.generation = 1;
+  fill_stat(attr, &e.attr);
+  e.attr_timeout = attr_timeout(attr);
+  e.entry_timeout = S_ISDIR(attr.mode) ? kDirTimeout : 0.0;
+  fuse_reply_entry(req, &e);
+}
+
+void reply_attr(fuse_req_t req, const Attr& attr) {
+  struct stat st;
+  fill_stat(attr, &st);
+  fuse_reply_attr(req, &st, attr_timeout(attr));
+}
+
+const fuse_lowlevel_ops& operations() {
+  static const fuse_lowlevel_ops ops = [] {
+    fuse_lowlevel_ops o;
+    std::memset(&o, 0, sizeof o);
+    o.init = init;
+    o.lookup = op_lookup;
+    o.forget = op_forget;
+    o.getattr = op_getattr;
+    o.setattr = op_setattr;
+    o.mknod = op_mknod;
+    o.mkdir = op_mkdir;
+    o.unlink = op_unlink;
+    o.rmdir = op_rmdir;
+    o.symlink = op_symlink;
+    o.rename = op_rename;
+    o.link = op_link;
+    o.open = op_open;
+    o.read = op_read;
+    o.flush = op_flush;
+    o.release = op_release;
+    o.fsync = op_fsync;
+    o.opendir = op_opendir;
+    o.readdir = op_readdir;
+    o.releasedir = op_releasedir;
+    o.statfs = op_statfs;
+    o.setxattr = op_setxattr;
+    o.getxattr = op_getxattr;
+    o.listxattr = op_listxattr;
+    o.removexattr = op_removexattr;
+    o.create = op_create;
+    o.write_buf = op_write_buf;
+    return o;
+  }();
+  return ops;
+}
+
+}  // namespace smos::fs

@@ -1,0 +1,107 @@
+// Entries: create, open, read, write, close.
+#include "fs/fs.h"
+
+namespace smos::fs {
+
+namespace {
+
+void fill_open(const OpenFile& file, fuse_file_info* fi) {
+  fi->fh = file.fh;
+  fi->direct_io = file.direct_io;
+  fi->keep_cache = file.keep_cache;
+}
+
+}  // namespace
+
+// Valid replies: fuse_reply_create, fuse_reply_err.
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi) {
+  Attr attr;
+  OpenFile file;
+  int err = guarded("create", [&] {
+    return store_of(req).create(parent, name, mode, fi->flags, caller_of(req), &attr, &file);
+  });
+  if (err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fill_open(file, fi);
+  fuse_entry_param e{};
+  e.ino = attr.ino;
+  e.generation = 1;
+  fill_stat(attr, &e.attr);
+  if (fuse_reply_create(req, &e, fi) != 0) {
+    guarded("create", [&] { return store_of(req).release(file.fh); });  // the opener is gone
+  }
+}
+
+// Valid replies: fuse_reply_open, fuse_reply_err.
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  OpenFile file;
+  int err = guarded("open", [&] { return store_of(req).open(ino, fi->flags, caller_of(req), &file); });
+  if (err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fill_open(file, fi);
+  if (fuse_reply_open(req, fi) != 0) {
+    guarded("open", [&] { return store_of(req).release(file.fh); });  // the opener is gone
+  }
+}
+
+// The bytes go from the slot file to the kernel by splice where it can, outside the store lock.
+// Valid replies: fuse_reply_buf, fuse_reply_iov, fuse_reply_data, fuse_reply_err.
+void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  IoSpan span;
+  int err = guarded("read", [&] {
+    return store_of(req).prepare_read(fi->fh, static_cast<std::uint64_t>(off), size, &span);
+  });
+  if (err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fuse_bufvec buf = FUSE_BUFVEC_INIT(span.length);
+  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  buf.buf[0].fd = span.fd;
+  buf.buf[0].pos = off;
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+// Valid replies: fuse_reply_write, fuse_reply_err.
+void op_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
+  IoSpan span;
+  int err = guarded("write", [&] {
+    return store_of(req).prepare_write(fi->fh, static_cast<std::uint64_t>(off),
+                                       fuse_buf_size(in), &span);
+  });
+  if (err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fuse_bufvec out = FUSE_BUFVEC_INIT(span.length);
+  out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  out.buf[0].fd = span.fd;
+  out.buf[0].pos = off;
+  ssize_t written = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
+  if (written < 0) {
+    fuse_reply_err(req, static_cast<int>(-written));
+  } else {
+    fuse_reply_write(req, static_cast<size_t>(written));
+  }
+}
+
+// Valid replies: fuse_reply_err.
+void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  fuse_reply_err(req, guarded("flush", [&] { return store_of(req).flush(fi->fh); }));
+}
+
+// Valid replies: fuse_reply_err.
+void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  fuse_reply_err(req, guarded("release", [&] { return store_of(req).release(fi->fh); }));
+}
+
+// Bytes live in shared memory; there is nothing to make durable.
+// Valid replies: fuse_reply_err.
+void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+}  // namespace smos::fs

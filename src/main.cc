@@ -1,0 +1,244 @@
+// smosd: options, logging, start-up and shutdown. See smosd(8).
+#include <getopt.h>
+#include <sys/resource.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
+
+#include "fs/fs.h"
+#include "os/mount.h"
+#include "util/size.h"
+
+namespace {
+
+constexpr char kUsage[] = R"(usage: smosd [options] MOUNTPOINT
+
+Serve a shared-memory object store as a filesystem. See smosd(8) and smos(7).
+
+  -f                     stay in the foreground
+  -d                     debug logging, with libfuse's request trace (implies -f)
+  --log-level=LEVEL      trace, debug, info, warn, error or off (default info)
+  --store=NAME           shared-memory namespace (default smos)
+  --capacity=N           default capacity of new objects (default 1024)
+  --block-size=SIZE      default maximum bytes of one entry (default 1G)
+  --memory=SIZE          byte budget of all entries (default: half of /dev/shm)
+  --max-objects=N        object table size, fixed at creation (default 1024)
+  --max-entries=N        entry table size, fixed at creation (default 16384)
+  --reset                discard any existing store of this name
+  -o OPT[,OPT...]        FUSE mount options, e.g. allow_other
+  -h, --help             this text
+  -V, --version          the version
+SIZE: a number with an optional K, M, G or T suffix (powers of 1024).
+)";
+
+struct Options {
+  smos::StoreOptions store;
+  std::string mountpoint;
+  std::string fuse_options;
+  std::string log_level = "info";
+  bool foreground = false;
+  bool debug = false;
+};
+
+[[noreturn]] void usage_error(const std::string& message) {
+  std::fprintf(stderr, "smosd: %s\nTry 'smosd --help'.\n", message.c_str());
+  std::exit(2);
+}
+
+bool valid_store_name(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return false;
+  }
+  return true;
+}
+
+std::uint64_t default_memory_budget() {
+  struct statvfs st;
+  if (statvfs("/dev/shm", &st) != 0) return 1ull << 30;
+  return static_cast<std::uint64_t>(st.f_blocks) * st.f_frsize / 2;
+}
+
+Options parse_options(int argc, char** argv) {
+  enum { kLogLevel = 256, kStore, kCapacity, kBlockSize, kMemory, kMaxObjects, kMaxEntries, kReset };
+  static const option long_options[] = {
+      {"log-level", required_argument, nullptr, kLogLevel},
+      {"store", required_argument, nullptr, kStore},
+      {"capacity", required_argument, nullptr, kCapacity},
+      {"block-size", required_argument, nullptr, kBlockSize},
+      {"memory", required_argument, nullptr, kMemory},
+      {"max-objects", required_argument, nullptr, kMaxObjects},
+      {"max-entries", required_argument, nullptr, kMaxEntries},
+      {"reset", no_argument, nullptr, kReset},
+      {"help", no_argument, nullptr, 'h'},
+      {"version", no_argument, nullptr, 'V'},
+      {nullptr, 0, nullptr, 0},
+  };
+  Options opts;
+  std::optional<std::uint64_t> memory;
+  auto positive = [](const char* flag, std::optional<std::uint64_t> v, std::uint64_t max) {
+    if (!v || *v == 0 || *v > max) usage_error(std::string("bad value for ") + flag + ": '" + optarg + "'");
+    return *v;
+  };
+  int c;
+  while ((c = getopt_long(argc, argv, "fdo:hV", long_options, nullptr)) != -1) {
+    switch (c) {
+      case 'f': opts.foreground = true; break;
+      case 'd': opts.debug = opts.foreground = true; opts.log_level = "debug"; break;
+      case 'o':
+        if (!opts.fuse_options.empty()) opts.fuse_options += ',';
+        opts.fuse_options += optarg;
+        break;
+      case kLogLevel:
+        if (spdlog::level::from_str(optarg) == spdlog::level::off && std::string(optarg) != "off") {
+          usage_error(std::string("unknown log level '") + optarg + "'");
+        }
+        opts.log_level = optarg;
+        break;
+      case kStore:
+        if (!valid_store_name(optarg)) usage_error("store names are 1-64 of [A-Za-z0-9_-]");
+        opts.store.name = optarg;
+        break;
+      case kCapacity: opts.store.default_capacity = positive("--capacity", smos::parse_count(optarg), UINT32_MAX); break;
+      case kBlockSize: opts.store.default_block_size = positive("--block-size", smos::parse_size(optarg), 1ull << 50); break;
+      case kMemory: memory = positive("--memory", smos::parse_size(optarg), 1ull << 50); break;
+      case kMaxObjects: opts.store.max_objects = positive("--max-objects", smos::parse_count(optarg), 1u << 20); break;
+      case kMaxEntries: opts.store.max_entries = positive("--max-entries", smos::parse_count(optarg), 1u << 24); break;
+      case kReset: opts.store.reset = true; break;
+      case 'h': std::fputs(kUsage, stdout); std::exit(0);
+      case 'V': std::puts("smosd 0.1.0"); std::exit(0);
+      default: usage_error("unknown option");
+    }
+  }
+  if (optind != argc - 1) usage_error(optind >= argc ? "missing MOUNTPOINT" : "too many arguments");
+  opts.mountpoint = argv[optind];
+  opts.store.memory_budget = memory ? *memory : default_memory_budget();
+  return opts;
+}
+
+void setup_logging(const Options& opts) {
+  std::shared_ptr<spdlog::logger> logger;
+  if (opts.foreground) {
+    logger = spdlog::stderr_color_mt("smosd");
+  } else {
+    logger = spdlog::syslog_logger_mt("smosd", "smosd", LOG_PID, LOG_DAEMON);
+  }
+  logger->set_level(spdlog::level::from_str(opts.log_level));
+  spdlog::set_default_logger(logger);
+  // libfuse's own messages join ours.
+  fuse_set_log_func([](fuse_log_level level, const char* fmt, va_list ap) {
+    char line[1024];
+    std::vsnprintf(line, sizeof line, fmt, ap);
+    std::string text(line);
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    switch (level) {
+      case FUSE_LOG_EMERG: case FUSE_LOG_ALERT: case FUSE_LOG_CRIT: case FUSE_LOG_ERR:
+        spdlog::error("libfuse: {}", text); break;
+      case FUSE_LOG_WARNING: spdlog::warn("libfuse: {}", text); break;
+      case FUSE_LOG_NOTICE: case FUSE_LOG_INFO: spdlog::info("libfuse: {}", text); break;
+      case FUSE_LOG_DEBUG: spdlog::debug("libfuse: {}", text); break;
+    }
+  });
+}
+
+// Every slot file keeps a descriptor open, so the store needs about one per entry.
+void raise_fd_limit(std::uint64_t wanted) {
+  rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  lim.rlim_cur = lim.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &lim);
+  if (lim.rlim_cur < wanted) {
+    spdlog::warn("open-file limit {} is below --max-entries; creates may fail with ENOSPC",
+                 lim.rlim_cur);
+  }
+}
+
+// Refuses or clears what is already mounted on the mountpoint. Returns false to stop.
+bool prepare_mountpoint(const std::string& path) {
+  using smos::os::MountpointState;
+  switch (smos::os::probe_mountpoint(path)) {
+    case MountpointState::kReady: return true;
+    case MountpointState::kMissing:
+      spdlog::error("mountpoint {} does not exist", path);
+      return false;
+    case MountpointState::kNotADir:
+      spdlog::error("mountpoint {} is not a directory", path);
+      return false;
+    case MountpointState::kLiveFuse:
+      spdlog::error("{} is already a live FUSE mount; unmount it first (fusermount3 -u {})", path, path);
+      return false;
+    case MountpointState::kStale:
+      if (smos::os::detach_mount(path) == 0 && smos::os::probe_mountpoint(path) == MountpointState::kReady) {
+        spdlog::warn("cleared a stale FUSE mount on {}", path);
+        return true;
+      }
+      spdlog::error("{} is a stale FUSE mount that could not be cleared; run: fusermount3 -uz {}", path, path);
+      return false;
+  }
+  return false;
+}
+
+int serve(const Options& opts, smos::Store& store) {
+  std::vector<std::string> words = {"smosd", "-o",
+                                    "default_permissions,fsname=smos:" + opts.store.name + ",subtype=smos"};
+  if (!opts.fuse_options.empty()) words.insert(words.end(), {"-o", opts.fuse_options});
+  if (opts.debug) words.push_back("-d");
+  std::vector<char*> argv;
+  for (auto& w : words) argv.push_back(w.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+
+  smos::fs::Context context{&store};
+  const fuse_lowlevel_ops& ops = smos::fs::operations();
+  fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &context);
+  if (se == nullptr) {
+    spdlog::error("bad FUSE options: {}", opts.fuse_options);
+    return 2;
+  }
+  int rc = 1;
+  if (fuse_set_signal_handlers(se) == 0) {
+    if (fuse_session_mount(se, opts.mountpoint.c_str()) == 0) {
+      spdlog::info("store '{}' mounted on {} (memory budget {} bytes)", opts.store.name,
+                   opts.mountpoint, opts.store.memory_budget);
+      fuse_daemonize(opts.foreground ? 1 : 0);
+      fuse_loop_config* loop = fuse_loop_cfg_create();
+      fuse_loop_cfg_set_max_threads(loop, 64);
+      fuse_loop_cfg_set_idle_threads(loop, 8);
+      rc = fuse_session_loop_mt(se, loop) == 0 ? 0 : 1;
+      fuse_loop_cfg_destroy(loop);
+      fuse_session_unmount(se);
+      spdlog::info("unmounted {}", opts.mountpoint);
+    } else {
+      spdlog::error("cannot mount on {}", opts.mountpoint);
+    }
+    fuse_remove_signal_handlers(se);
+  }
+  fuse_session_destroy(se);
+  fuse_opt_free_args(&args);
+  return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opts = parse_options(argc, argv);
+  setup_logging(opts);
+  raise_fd_limit(opts.store.max_entries + 256);
+  if (!prepare_mountpoint(opts.mountpoint)) return 1;
+
+  std::unique_ptr<smos::Store> store;
+  std::string message;
+  if (int err = smos::Store::open(opts.store, &store, &message); err != 0) {
+    spdlog::error("cannot open store '{}': {}", opts.store.name, message);
+    return 1;
+  }
+  return serve(opts, *store);
+}

@@ -1,0 +1,44 @@
+#include "os/mount.h"
+
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace smos::os {
+
+namespace {
+constexpr long kFuseSuperMagic = 0x65735546;
+}
+
+MountpointState probe_mountpoint(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    return errno == ENOTCONN ? MountpointState::kStale : MountpointState::kMissing;
+  }
+  if (!S_ISDIR(st.st_mode)) return MountpointState::kNotADir;
+  struct statfs fs;
+  if (statfs(path.c_str(), &fs) == 0 && fs.f_type == kFuseSuperMagic) {
+    return MountpointState::kLiveFuse;
+  }
+  return MountpointState::kReady;
+}
+
+int detach_mount(const std::string& path) {
+  if (umount2(path.c_str(), MNT_DETACH) == 0) return 0;
+  // Not root: fusermount3 is the setuid helper that may unmount a user's FUSE mount.
+  pid_t pid = fork();
+  if (pid < 0) return errno;
+  if (pid == 0) {
+    execlp("fusermount3", "fusermount3", "-u", "-z", path.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  if (waitpid(pid, &status, 0) < 0) return errno;
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : EPERM;
+}
+
+}  // namespace smos::os

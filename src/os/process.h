@@ -1,0 +1,17 @@
+// Facts about the processes that call into the store.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+
+namespace smos::os {
+
+// The thread-group (process) id of a thread id, as FUSE reports thread ids. Returns the
+// argument itself when /proc cannot tell (the thread has already exited).
+pid_t thread_group_of(pid_t tid);
+
+// Wall-clock time in nanoseconds since the epoch.
+std::int64_t now_ns();
+
+}  // namespace smos::os

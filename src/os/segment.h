@@ -1,0 +1,50 @@
+// Raw shared-memory plumbing: the one place where smos touches file descriptors.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include <boost/interprocess/shared_memory_object.hpp>
+
+namespace smos::os {
+
+// Absolute path of a POSIX shared-memory object, e.g. "/dev/shm/smos.slot.3".
+std::string shm_path(const std::string& shm_name);
+
+// One entry slot's file under /dev/shm. Move-only; the descriptor lives as long as the object.
+// The file holds exactly one entry's bytes from offset 0, so it can be mapped whole.
+class SegmentFile {
+ public:
+  SegmentFile() = default;
+  SegmentFile(SegmentFile&&) = default;
+  SegmentFile& operator=(SegmentFile&&) = default;
+  SegmentFile(const SegmentFile&) = delete;
+  SegmentFile& operator=(const SegmentFile&) = delete;
+
+  // Opens the named file, creating it empty (mode 0600) if it does not exist.
+  static int open(const std::string& shm_name, SegmentFile* out);
+  // Removes the named file. It is not an error if it did not exist.
+  static void remove(const std::string& shm_name);
+
+  bool is_open() const { return fd() >= 0; }
+  int fd() const;
+  const std::string& path() const { return path_; }
+
+  // Backs [offset, offset + length) with memory now, growing the file if needed, so that no
+  // later store into the range can fail or raise SIGBUS. ENOSPC when memory is exhausted.
+  int reserve(std::uint64_t offset, std::uint64_t length);
+  // Sets the file's length; shrinking returns the memory past it.
+  int truncate(std::uint64_t length);
+  // Gives the file an owner and permission bits.
+  int set_owner(uid_t uid, gid_t gid, mode_t mode);
+  // The file's current length, or a negative errno.
+  std::int64_t length() const;
+
+ private:
+  boost::interprocess::shared_memory_object shm_;
+  std::string path_;
+};
+
+}  // namespace smos::os

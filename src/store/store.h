@@ -1,0 +1,210 @@
+// The object store: objects, entries, their lifecycle and their memory. No FUSE in sight.
+//
+// A Store owns one store's metadata segment and slot files. Every public method is safe to call
+// from many threads at once and returns 0 or an errno value (see the table in smos(7)); out
+// parameters are written only on success. Names and inode numbers come from the caller (the
+// FUSE layer); handles (`fh`) are issued by create() and open() and must be released exactly
+// once with release().
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "os/segment.h"
+#include "store/layout.h"
+#include "store/meta.h"
+
+namespace smos {
+
+using Ino = std::uint64_t;
+inline constexpr Ino kRootIno = 1;
+
+// Who is asking, from the FUSE request context. `pid` may be a thread id.
+struct Caller {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  pid_t pid = 0;
+};
+
+struct StoreOptions {
+  std::string name = "smos";
+  std::uint64_t memory_budget = 1ull << 30;
+  std::uint64_t default_capacity = 1024;
+  std::uint64_t default_block_size = 1ull << 30;
+  std::uint64_t max_objects = 1024;  // used only when the store is created
+  std::uint64_t max_entries = 16384;  // likewise
+  bool reset = false;
+};
+
+struct Attr {
+  Ino ino = 0;
+  mode_t mode = 0;  // including the file type bits
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::uint64_t size = 0;
+  std::uint32_t nlink = 1;
+  layout::Timestamps times{};
+  bool immutable = false;  // a committed entry: its attributes and bytes never change
+};
+
+struct SetAttr {
+  std::optional<mode_t> mode;
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
+  std::optional<std::uint64_t> size;
+  std::optional<std::int64_t> atime_ns;
+  std::optional<std::int64_t> mtime_ns;
+};
+
+struct DirEntry {
+  std::string name;
+  Attr attr;
+};
+
+// An open file as the kernel should treat it.
+struct OpenFile {
+  std::uint64_t fh = 0;
+  bool direct_io = false;   // bypass the page cache (a replace writes under the old inode)
+  bool keep_cache = false;  // the page cache already holds exactly these committed bytes
+};
+
+// A byte range of a slot file, to be read or written outside the store's lock. The handle
+// it came from keeps the slot alive.
+struct IoSpan {
+  int fd = -1;
+  std::uint64_t offset = 0;
+  std::size_t length = 0;
+};
+
+struct StoreStats {
+  std::uint64_t memory_budget;
+  std::uint64_t memory_used;
+  std::uint64_t max_entries;
+  std::uint64_t free_entries;
+};
+
+class Store {
+ public:
+  // Attaches to (and recovers) or creates the store named in `options`.
+  static int open(const StoreOptions& options, std::unique_ptr<Store>* out, std::string* message);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Names and attributes.
+  int lookup(Ino parent, std::string_view name, const Caller& caller, Attr* out);
+  int getattr(Ino ino, Attr* out);
+  // `fh` is the handle the kernel passed along (ftruncate), if any.
+  int setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> fh,
+              const Caller& caller, Attr* out);
+  int readdir(Ino dir, const Caller& caller, std::vector<DirEntry>* out);
+
+  // Objects.
+  int mkdir(Ino parent, std::string_view name, mode_t mode, const Caller& caller, Attr* out);
+  int rmdir(Ino parent, std::string_view name);
+  int rename(Ino parent, std::string_view name, Ino new_parent, std::string_view new_name,
+             unsigned flags, const Caller& caller);
+
+  // Entries.
+  int create(Ino parent, std::string_view name, mode_t mode, int flags, const Caller& caller,
+             Attr* attr, OpenFile* out);
+  int open(Ino ino, int flags, const Caller& caller, OpenFile* out);
+  int unlink(Ino parent, std::string_view name, const Caller& caller);
+  // Clamps [offset, offset + size) to the entry.
+  int prepare_read(std::uint64_t fh, std::uint64_t offset, std::size_t size, IoSpan* out);
+  // Backs [offset, offset + size) with memory, clamped to block_size (a short write).
+  int prepare_write(std::uint64_t fh, std::uint64_t offset, std::size_t size, IoSpan* out);
+  int flush(std::uint64_t fh);
+  int release(std::uint64_t fh);
+
+  // Extended attributes.
+  int getxattr(Ino ino, std::string_view name, std::string* value);
+  int setxattr(Ino ino, std::string_view name, std::string_view value, int flags);
+  int listxattr(Ino ino, std::string* names);
+  int removexattr(Ino ino, std::string_view name);
+
+  StoreStats stats();
+
+ private:
+  struct Ref {
+    bool is_object;
+    std::uint32_t index;
+  };
+  struct ObjectRt {
+    std::map<std::string, std::uint32_t, std::less<>> committed;  // name -> current version
+    std::multimap<std::string, std::uint32_t, std::less<>> pending;  // name -> write entries
+    std::uint64_t entries = 0;  // attached records in any state: what capacity counts
+    std::uint64_t bytes = 0;
+  };
+  struct EntryRt {
+    std::uint32_t readers = 0;  // read-only handles
+    std::uint32_t writers = 0;  // writable handles
+    pid_t writer_tgid = 0;      // the process that created it
+    bool flushed = false;       // a writable descriptor was closed since the last write
+    bool cache_primed = false;  // the kernel's page cache holds only committed bytes
+    os::SegmentFile segment;
+  };
+  struct Handle {
+    std::uint32_t entry;
+    bool writable;
+  };
+
+  Store(StoreOptions options, std::unique_ptr<MetaSegment> meta);
+  void recover();
+  void discard_record(std::uint32_t e);
+
+  layout::ObjectRecord& obj(std::uint32_t o) { return meta_->object(o); }
+  layout::EntryRecord& ent(std::uint32_t e) { return meta_->entry(e); }
+  const Ref* find(Ino ino) const;
+  int object_at(Ino ino, std::uint32_t* o) const;
+  int find_object(std::string_view name, std::uint32_t* o) const;
+  bool is_writer(std::uint32_t e, const Caller& caller) const;
+  // The version of `name` that `caller` sees, committing flushed writes first.
+  int visible_entry(std::uint32_t o, std::string_view name, const Caller& caller,
+                    std::uint32_t* e);
+  void commit_flushed(std::uint32_t o, std::string_view name, const Caller& caller);
+
+  Attr object_attr(std::uint32_t o);
+  Attr entry_attr(std::uint32_t e);
+  Attr root_attr();
+
+  int new_object_record(std::uint32_t* o);
+  int new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t uid, gid_t gid,
+                const Caller& caller, std::uint32_t* e);
+  void remove_object(std::uint32_t o);
+  int resize(std::uint32_t e, std::uint64_t size);
+  void commit(std::uint32_t e);
+  void drop_pending(std::uint32_t e);  // a write entry leaves its object's pending list
+  void retire(std::uint32_t e);  // the entry lost its name
+  void release_entry_if_unused(std::uint32_t e);
+  void free_entry(std::uint32_t e);
+  int sync_segment_owner(std::uint32_t e);
+  std::uint64_t new_fh(std::uint32_t e, bool writable);
+  int entry_of_handle(std::uint64_t fh, const Handle** out) const;
+
+  const StoreOptions options_;
+  // Guards everything below, and all of the metadata segment. Slot files are read and written
+  // outside it, by holders of a handle, which keeps the slot from being freed or reused.
+  mutable std::mutex mu_;
+  std::unique_ptr<MetaSegment> meta_;
+  std::unordered_map<Ino, Ref> inodes_;
+  std::unordered_map<std::string, std::uint32_t> objects_by_name_;
+  std::vector<ObjectRt> object_rt_;
+  std::vector<EntryRt> entry_rt_;
+  std::vector<std::uint32_t> free_objects_;  // stacks: the most recently freed is reused first
+  std::vector<std::uint32_t> free_entries_;
+  std::unordered_map<std::uint64_t, Handle> handles_;
+  std::uint64_t next_fh_ = 1;
+  std::uint64_t bytes_used_ = 0;
+};
+
+}  // namespace smos

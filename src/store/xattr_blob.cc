@@ -1,0 +1,112 @@
+#include "store/xattr_blob.h"
+
+#include <sys/xattr.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+
+namespace smos::xattr_blob {
+
+namespace {
+
+// Each record: [u16 name_len][u32 value_len][name bytes][value bytes], packed.
+constexpr std::size_t kRecordHeader = sizeof(std::uint16_t) + sizeof(std::uint32_t);
+
+struct Record {
+  std::size_t offset;  // of the record header
+  std::string_view name;
+  std::string_view value;
+  std::size_t size() const { return kRecordHeader + name.size() + value.size(); }
+};
+
+// Calls fn(record) for each record, in order, until fn returns true. Returns that record.
+template <typename Fn>
+bool find_record(const layout::XattrBlob& blob, Fn fn, Record* found = nullptr) {
+  std::size_t at = 0;
+  while (at + kRecordHeader <= blob.used) {
+    std::uint16_t name_len;
+    std::uint32_t value_len;
+    std::memcpy(&name_len, blob.data + at, sizeof name_len);
+    std::memcpy(&value_len, blob.data + at + sizeof name_len, sizeof value_len);
+    const char* name = blob.data + at + kRecordHeader;
+    Record r{at, {name, name_len}, {name + name_len, value_len}};
+    if (at + r.size() > blob.used) return false;  // torn by a crash: ignore the tail
+    if (fn(r)) {
+      if (found) *found = r;
+      return true;
+    }
+    at += r.size();
+  }
+  return false;
+}
+
+std::size_t payload(const layout::XattrBlob& blob) {
+  std::size_t total = 0;
+  find_record(blob, [&](const Record& r) {
+    total += r.name.size() + r.value.size();
+    return false;
+  });
+  return total;
+}
+
+bool lookup(const layout::XattrBlob& blob, std::string_view name, Record* found) {
+  return find_record(blob, [&](const Record& r) { return r.name == name; }, found);
+}
+
+void erase(layout::XattrBlob& blob, const Record& r) {
+  std::size_t end = r.offset + r.size();
+  std::memmove(blob.data + r.offset, blob.data + end, blob.used - end);
+  blob.used -= static_cast<std::uint32_t>(r.size());
+}
+
+}  // namespace
+
+int get(const layout::XattrBlob& blob, std::string_view name, std::string* value) {
+  Record r;
+  if (!lookup(blob, name, &r)) return ENODATA;
+  value->assign(r.value);
+  return 0;
+}
+
+int set(layout::XattrBlob& blob, std::string_view name, std::string_view value, int flags) {
+  Record old;
+  bool exists = lookup(blob, name, &old);
+  if (exists && (flags & XATTR_CREATE)) return EEXIST;
+  if (!exists && (flags & XATTR_REPLACE)) return ENODATA;
+  std::size_t total = payload(blob) - (exists ? old.name.size() + old.value.size() : 0);
+  if (total + name.size() + value.size() > xattr::kUserXattrCap) return ENOSPC;
+  if (name.size() > UINT16_MAX) return ERANGE;
+  if (exists) erase(blob, old);
+  static_assert(sizeof(blob.data) >= xattr::kUserXattrCap + 16 * kRecordHeader);
+  const std::size_t need = kRecordHeader + name.size() + value.size();
+  if (blob.used + need > sizeof(blob.data)) return ENOSPC;  // many tiny attributes
+  char* at = blob.data + blob.used;
+  auto name_len = static_cast<std::uint16_t>(name.size());
+  auto value_len = static_cast<std::uint32_t>(value.size());
+  std::memcpy(at, &name_len, sizeof name_len);
+  std::memcpy(at + sizeof name_len, &value_len, sizeof value_len);
+  std::memcpy(at + kRecordHeader, name.data(), name.size());
+  std::memcpy(at + kRecordHeader + name.size(), value.data(), value.size());
+  blob.used += static_cast<std::uint32_t>(need);  // last: the record is whole before it counts
+  return 0;
+}
+
+int remove(layout::XattrBlob& blob, std::string_view name) {
+  Record r;
+  if (!lookup(blob, name, &r)) return ENODATA;
+  erase(blob, r);
+  return 0;
+}
+
+void list(const layout::XattrBlob& blob, std::string* names) {
+  find_record(blob, [&](const Record& r) {
+    names->append(r.name);
+    names->push_back('\0');
+    return false;
+  });
+}
+
+void clear(layout::XattrBlob& blob) { blob.used = 0; }
+
+}  // namespace smos::xattr_blob
