@@ -54,15 +54,30 @@ expect_errno() {
 xattr() { getfattr --absolute-names --only-values -n "$1" "$2"; }
 
 is_mounted() { awk -v m="$mnt" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
+# The ids of the mounts stacked on $mnt, oldest first.
+mount_ids() { awk -v m="$mnt" '$5 == m { print $1 }' /proc/self/mountinfo; }
+# Whether $mnt carries a mount that is not in the id list $1.
+has_new_mount() {
+  local id
+  for id in $(mount_ids); do
+    [[ " $1 " == *" $id "* ]] || return 0
+  done
+  return 1
+}
 
 # start_daemon [SMOSD_OPTIONS...]: smosd in the foreground, in the background of this shell;
-# returns once the mount is live. Sets $daemon_pid.
+# returns once its mount is up. Sets $daemon_pid.
+#
+# `mountpoint -q` alone is not enough: on a stale mount whose root attributes the kernel still
+# caches, it succeeds before the new daemon has mounted. So wait for a new mount id.
 start_daemon() {
+  local old_ids
+  old_ids=$(mount_ids | xargs)
   "$SMOSD" --store="$store" -f "$@" "$mnt" >>"$log" 2>&1 &
   daemon_pid=$!
   daemon_pids+=("$daemon_pid")
   local deadline=$((SECONDS + 20))
-  until mountpoint -q "$mnt" 2>/dev/null; do
+  until has_new_mount "$old_ids" && mountpoint -q "$mnt" 2>/dev/null; do
     if ! kill -0 "$daemon_pid" 2>/dev/null; then
       local rc=0
       wait "$daemon_pid" || rc=$?
@@ -93,9 +108,12 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   done
-  if is_mounted; then
+  # Mounts may be stacked (a new one over a stale one): take them all off.
+  local tries
+  for tries in 1 2 3 4; do
+    is_mounted || break
     fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt"
-  fi
+  done
   for pid in "${daemon_pids[@]}"; do
     local gone=0
     wait_gone "$pid" 10 || gone=$?
@@ -105,7 +123,7 @@ cleanup() {
     fi
     wait "$pid" 2>/dev/null
   done
-  rm -f "/dev/shm/$store.meta" "/dev/shm/$store".slot.*
+  rm -f "/dev/shm/$store.meta" "/dev/shm/$store.lock" "/dev/shm/$store".slot.*
   if ((rc != 0)) && [[ -s $log ]]; then
     echo "--- smosd log (last 40 lines):" >&2
     tail -n 40 "$log" >&2
