@@ -1,0 +1,219 @@
+// The daemon: options, signals, start-up checks, statfs, and stores side by side.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "fs/mount_fixture.h"
+
+namespace smos::test {
+namespace {
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!FuseAvailable()) GTEST_SKIP() << "/dev/fuse or fusermount3 is missing";
+  }
+  void TearDown() override {
+    if (HasFailure()) std::fprintf(stderr, "--- smosd log:\n%s\n", smosd_.Log().c_str());
+  }
+  Smosd smosd_;
+};
+
+class SignalTest : public DaemonTest, public ::testing::WithParamInterface<int> {};
+
+TEST_P(SignalTest, UnmountsCleanlyAndExitsZero) {
+  ASSERT_TRUE(smosd_.Start());
+  ASSERT_EQ(ErrOf(::mkdir(smosd_.Path("obj").c_str(), 0755)), kOk);
+  ASSERT_EQ(WriteFile(smosd_.Path("obj/e"), "kept"), kOk);
+
+  EXPECT_EQ(smosd_.Stop(GetParam()), 0);
+  EXPECT_FALSE(smosd_.IsMounted());
+  // The store is intact for the next daemon.
+  ASSERT_TRUE(smosd_.StartAgain());
+  EXPECT_EQ(ReadFile(smosd_.Path("obj/e")), "kept");
+}
+
+INSTANTIATE_TEST_SUITE_P(Signals, SignalTest, ::testing::Values(SIGTERM, SIGINT, SIGHUP),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return std::string(sigabbrev_np(info.param));
+                         });
+
+TEST_F(DaemonTest, TwoStoresRunSideBySide) {
+  Smosd other;
+  ASSERT_TRUE(smosd_.Start());
+  ASSERT_TRUE(other.Start());
+  ASSERT_NE(smosd_.store(), other.store());
+
+  ASSERT_EQ(ErrOf(::mkdir(smosd_.Path("obj").c_str(), 0755)), kOk);
+  ASSERT_EQ(ErrOf(::mkdir(other.Path("obj").c_str(), 0755)), kOk);
+  ASSERT_EQ(WriteFile(smosd_.Path("obj/e"), "first store"), kOk);
+  ASSERT_EQ(WriteFile(other.Path("obj/e"), "second store"), kOk);
+  ASSERT_EQ(WriteFile(other.Path("obj/only-here"), "x"), kOk);
+
+  EXPECT_EQ(ReadFile(smosd_.Path("obj/e")), "first store");
+  EXPECT_EQ(ReadFile(other.Path("obj/e")), "second store");
+  EXPECT_EQ(ListDir(smosd_.Path("obj")).names, std::vector<std::string>{"e"});
+  EXPECT_EQ(GetXattr(smosd_.Path("obj/e"), xattr::kSeq), "1");
+  EXPECT_EQ(GetXattr(other.Path("obj/only-here"), xattr::kSeq), "2");
+  EXPECT_FALSE(smosd_.StoreFiles().empty());
+  EXPECT_FALSE(other.StoreFiles().empty());
+}
+
+TEST_F(DaemonTest, ASecondDaemonOnTheSameStoreIsRefused) {
+  ASSERT_TRUE(smosd_.Start());
+  ASSERT_EQ(ErrOf(::mkdir(smosd_.Path("obj").c_str(), 0755)), kOk);
+  Smosd elsewhere;  // a free mountpoint
+  EXPECT_EQ(elsewhere.RunToExit({"-f", "--store=" + smosd_.store(), elsewhere.mountpoint()}), 1)
+      << elsewhere.Log();
+  EXPECT_FALSE(elsewhere.IsMounted());
+  // Not even --reset may take a live store away.
+  EXPECT_EQ(
+      elsewhere.RunToExit({"-f", "--reset", "--store=" + smosd_.store(), elsewhere.mountpoint()}),
+      1);
+  EXPECT_FALSE(elsewhere.IsMounted());
+  EXPECT_EQ(StatErr(smosd_.Path("obj")), kOk);
+}
+
+TEST_F(DaemonTest, ALiveMountpointIsRefused) {
+  ASSERT_TRUE(smosd_.Start());
+  ASSERT_EQ(ErrOf(::mkdir(smosd_.Path("obj").c_str(), 0755)), kOk);
+  Smosd other;  // another store, on the same mountpoint
+  EXPECT_EQ(other.RunToExit({"-f", "--store=" + other.store(), smosd_.mountpoint()}), 1)
+      << other.Log();
+  EXPECT_EQ(StatErr(smosd_.Path("obj")), kOk);
+  EXPECT_EQ(StatSpace(smosd_.mountpoint()).type, kFuseSuperMagic);
+}
+
+TEST_F(DaemonTest, WithoutDashFItRunsInTheBackground) {
+  std::optional<int> status =
+      smosd_.RunToExit({"--store=" + smosd_.store(), "--memory=64M", smosd_.mountpoint()});
+  EXPECT_EQ(status, 0);
+  EXPECT_TRUE(Eventually([&] { return StatSpace(smosd_.mountpoint()).type == kFuseSuperMagic; }));
+  ASSERT_EQ(ErrOf(::mkdir(smosd_.Path("obj").c_str(), 0755)), kOk);
+  EXPECT_EQ(WriteFile(smosd_.Path("obj/e"), "bg"), kOk);
+  EXPECT_EQ(ReadFile(smosd_.Path("obj/e")), "bg");
+  // The background daemon is not our child: unmounting is how it is stopped.
+  EXPECT_TRUE(smosd_.Unmount());
+}
+
+TEST_F(DaemonTest, HelpAndVersionExitZero) {
+  for (const char* flag : {"-h", "--help", "-V", "--version"}) {
+    Smosd run;
+    EXPECT_EQ(run.RunToExit({flag}), 0) << flag;
+    // More than the header line the fixture writes.
+    EXPECT_GT(run.Log().size(), std::string("=== ").size() + std::strlen(SMOSD_PATH) + 2)
+        << flag << " printed nothing";
+  }
+}
+
+class BadOptionTest : public DaemonTest,
+                      public ::testing::WithParamInterface<std::vector<std::string>> {};
+
+TEST_P(BadOptionTest, ExitsWithTwoAndAMessage) {
+  std::vector<std::string> args = {"-f", "--store=" + smosd_.store()};
+  args.insert(args.end(), GetParam().begin(), GetParam().end());
+  args.push_back(smosd_.mountpoint());
+  EXPECT_EQ(smosd_.RunToExit(args), 2);
+  EXPECT_FALSE(smosd_.IsMounted());
+  std::string log = smosd_.Log();
+  EXPECT_GT(log.size(), log.find('\n') + 1) << "no message";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Options, BadOptionTest,
+    ::testing::Values(
+        std::vector<std::string>{"--no-such-option"}, std::vector<std::string>{"--memory=12Q"},
+        std::vector<std::string>{"--memory=lots"}, std::vector<std::string>{"--block-size=-1"},
+        std::vector<std::string>{"--block-size=1X"}, std::vector<std::string>{"--capacity=abc"},
+        std::vector<std::string>{"--log-level=loud"}, std::vector<std::string>{"--store=bad/name"},
+        std::vector<std::string>{"--store=bad.name"},
+        std::vector<std::string>{"--store=" + std::string(65, 's')},
+        std::vector<std::string>{"--max-objects=many"},
+        std::vector<std::string>{"--max-entries=-3"}));
+
+TEST_F(DaemonTest, AMissingMountpointExitsWithTwo) {
+  EXPECT_EQ(smosd_.RunToExit({"-f", "--store=" + smosd_.store()}), 2);
+}
+
+// --capacity and --block-size are the defaults of new objects; sizes take K, M, G, T
+// suffixes (powers of 1024, any case, with an optional B or iB).
+class DefaultsTest : public DaemonTest,
+                     public ::testing::WithParamInterface<std::pair<const char*, const char*>> {};
+
+TEST_P(DefaultsTest, NewObjectsGetTheConfiguredDefaults) {
+  auto [block_size, bytes] = GetParam();
+  ASSERT_TRUE(smosd_.Start({"--capacity=7", std::string("--block-size=") + block_size}));
+  std::string obj = smosd_.Path("obj");
+  ASSERT_EQ(ErrOf(::mkdir(obj.c_str(), 0755)), kOk);
+  EXPECT_EQ(GetXattr(obj, xattr::kCapacity), "7");
+  EXPECT_EQ(GetXattr(obj, xattr::kBlockSize), bytes);
+  // The object's own settings still win.
+  std::string own = smosd_.Path("own");
+  ASSERT_EQ(ErrOf(::mkdir(own.c_str(), 0755)), kOk);
+  ASSERT_EQ(SetXattr(own, xattr::kCapacity, "3"), kOk);
+  EXPECT_EQ(GetXattr(own, xattr::kCapacity), "3");
+  EXPECT_EQ(GetXattr(obj, xattr::kCapacity), "7");
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, DefaultsTest,
+                         ::testing::Values(std::pair{"4096", "4096"}, std::pair{"64K", "65536"},
+                                           std::pair{"1m", "1048576"},
+                                           std::pair{"2G", "2147483648"},
+                                           std::pair{"3MiB", "3145728"}, std::pair{"5kb", "5120"},
+                                           std::pair{"1T", "1099511627776"}));
+
+TEST_F(DaemonTest, DefaultCapacityIsEnforced) {
+  ASSERT_TRUE(smosd_.Start({"--capacity=2", "--block-size=4K"}));
+  std::string obj = smosd_.Path("obj");
+  ASSERT_EQ(ErrOf(::mkdir(obj.c_str(), 0755)), kOk);
+  ASSERT_EQ(WriteFile(obj + "/a", "a"), kOk);
+  ASSERT_EQ(WriteFile(obj + "/b", std::string(4096, 'b')), kOk);
+  EXPECT_EQ(OpenErr(obj + "/c", O_WRONLY | O_CREAT), Err(ENOSPC));
+  ASSERT_EQ(ErrOf(::unlink((obj + "/b").c_str())), kOk);
+  Fd fd = Open(obj + "/c", O_WRONLY | O_CREAT);
+  ASSERT_TRUE(fd.ok()) << ErrOf(-1);
+  EXPECT_EQ(ErrOf(::ftruncate(fd.get(), 4097)), Err(EFBIG));
+  EXPECT_EQ(ErrOf(::ftruncate(fd.get(), 4096)), kOk);
+}
+
+TEST_F(DaemonTest, StatfsReportsTheBudgetAndItsUse) {
+  ASSERT_TRUE(smosd_.Start({"--memory=64M"}));
+  Space empty = StatSpace(smosd_.mountpoint());
+  ASSERT_EQ(empty.err, kOk);
+  EXPECT_EQ(empty.type, kFuseSuperMagic);
+  EXPECT_EQ(empty.total, 64u << 20);
+  EXPECT_EQ(empty.used, 0u);
+
+  std::string obj = smosd_.Path("obj");
+  ASSERT_EQ(ErrOf(::mkdir(obj.c_str(), 0755)), kOk);
+  ASSERT_EQ(WriteFile(obj + "/e", Pattern(1 << 20, 1)), kOk);
+  Space used = StatSpace(smosd_.mountpoint());
+  EXPECT_EQ(used.total, 64u << 20);
+  EXPECT_EQ(used.used, 1u << 20);
+
+  ASSERT_EQ(ErrOf(::unlink((obj + "/e").c_str())), kOk);
+  EXPECT_TRUE(Eventually([&] { return StatSpace(smosd_.mountpoint()).used == 0; }))
+      << StatSpace(smosd_.mountpoint()).used;
+}
+
+TEST_F(DaemonTest, DebugAndLogLevelOptionsLog) {
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"-d"}, std::vector<std::string>{"--log-level=trace"}}) {
+    SCOPED_TRACE(args[0]);
+    Smosd run;
+    ASSERT_TRUE(run.Start(args));
+    std::size_t before = run.Log().size();
+    ASSERT_EQ(ErrOf(::mkdir(run.Path("obj").c_str(), 0755)), kOk);
+    ASSERT_EQ(WriteFile(run.Path("obj/e"), "x"), kOk);
+    EXPECT_TRUE(Eventually([&] { return run.Log().size() > before; }))
+        << "nothing logged about a mkdir and a write";
+  }
+}
+
+}  // namespace
+}  // namespace smos::test
