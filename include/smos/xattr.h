@@ -17,12 +17,14 @@ inline constexpr char kBlockSize[] = "user.smos.block_size";   // max bytes of o
 inline constexpr char kCommit[] = "user.smos.commit";          // "close" or "explicit"; rw
 inline constexpr char kEntries[] = "user.smos.entries";        // committed entries; ro
 inline constexpr char kBytes[] = "user.smos.bytes";            // memory in use; ro
+inline constexpr char kTracks[] = "user.smos.tracks";          // typed layout; rw (also on entries)
 
 // Entry (file) attributes.
 inline constexpr char kState[] = "user.smos.state";      // write|idle|busy|zombie; "idle" commits
 inline constexpr char kReaders[] = "user.smos.readers";  // open read handles; ro
 inline constexpr char kSeq[] = "user.smos.seq";          // commit sequence number, 0 before; ro
 inline constexpr char kSegment[] = "user.smos.segment";  // path of the entry's shm file; ro
+inline constexpr char kName[] = "user.smos.name";        // the entry's name (see .push); ro
 
 // The total size of the free-form user.* attributes of one entry or object: for each
 // attribute, the length of its name plus the length of its value.

@@ -77,6 +77,7 @@ const fuse_lowlevel_ops& operations() {
     o.init = init;
     o.lookup = op_lookup;
     o.forget = op_forget;
+    o.forget_multi = op_forget_multi;
     o.getattr = op_getattr;
     o.setattr = op_setattr;
     o.mknod = op_mknod;

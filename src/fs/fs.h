@@ -55,6 +55,7 @@ int guarded(const char* op, Fn&& fn) noexcept {
 // ops_dir.cc
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
 void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);
+void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets);
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi);
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);

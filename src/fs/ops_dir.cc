@@ -19,9 +19,24 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   }
 }
 
-// Inode numbers are stable ids that the store resolves itself, so there is nothing to count.
+// Objects and entries are stable ids that need no counting; tickets of .push and .pop do.
 // Valid replies: fuse_reply_none.
-void op_forget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  guarded("forget", [&] {
+    store_of(req).forget(ino, nlookup);
+    return 0;
+  });
+  fuse_reply_none(req);
+}
+
+// Valid replies: fuse_reply_none.
+void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  guarded("forget", [&] {
+    for (size_t i = 0; i < count; ++i) store_of(req).forget(forgets[i].ino, forgets[i].nlookup);
+    return 0;
+  });
+  fuse_reply_none(req);
+}
 
 // Valid replies: fuse_reply_attr, fuse_reply_err.
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {

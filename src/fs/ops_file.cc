@@ -1,4 +1,9 @@
 // Entries: create, open, read, write, close.
+#include <fcntl.h>
+
+#include <atomic>
+#include <cstdint>
+
 #include "fs/fs.h"
 
 namespace smos::fs {
@@ -9,7 +14,27 @@ void fill_open(const OpenFile& file, fuse_file_info* fi) {
   fi->fh = file.fh;
   fi->direct_io = file.direct_io;
   fi->keep_cache = file.keep_cache;
+  // Only a writer's close means anything to the store (see Store::flush).
+  fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY;
 }
+
+// Sends the reply to an open, or gives the handle back if the opener is gone.
+void finish_open(fuse_req_t req, Store& store, const OpenFile& file, fuse_file_info fi) {
+  fill_open(file, &fi);
+  if (fuse_reply_open(req, &fi) != 0) guarded("open", [&] { return store.release(file.fh); });
+}
+
+// A blocked pop parks its request in the store and frees this thread. Whoever makes an entry
+// poppable answers it; a signal answers it with EINTR. The store decides which, so exactly one
+// reply is sent, and nothing here touches `req` once it may have been answered.
+void on_interrupt(fuse_req_t req, void* wait_id) {
+  const auto id = reinterpret_cast<std::uintptr_t>(wait_id);
+  if (guarded("open", [&] { return store_of(req).cancel_wait(id) ? 1 : 0; }) == 1) {
+    fuse_reply_err(req, EINTR);
+  }
+}
+
+std::atomic<std::uintptr_t> next_wait_id{1};
 
 }  // namespace
 
@@ -35,17 +60,28 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   }
 }
 
+
 // Valid replies: fuse_reply_open, fuse_reply_err.
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Store& store = store_of(req);
+  Store::Waiter waiter{next_wait_id++, [req] { return fuse_req_interrupted(req) != 0; },
+                       [req, &store, fi_copy = *fi](int err, const OpenFile& file) {
+                         if (err != 0) {
+                           fuse_reply_err(req, err);
+                         } else {
+                           finish_open(req, store, file, fi_copy);
+                         }
+                       }};
+  // Registered first: an interrupt that comes before the pop is queued is seen by
+  // `waiter.interrupted`, one that comes after finds the queued wait to cancel.
+  fuse_req_interrupt_func(req, on_interrupt, reinterpret_cast<void*>(waiter.id));
   OpenFile file;
-  int err = guarded("open", [&] { return store_of(req).open(ino, fi->flags, caller_of(req), &file); });
+  int err = guarded("open", [&] { return store.open(ino, fi->flags, caller_of(req), &file, &waiter); });
+  if (err == EINPROGRESS) return;
   if (err != 0) {
     fuse_reply_err(req, err);
-    return;
-  }
-  fill_open(file, fi);
-  if (fuse_reply_open(req, fi) != 0) {
-    guarded("open", [&] { return store_of(req).release(file.fh); });  // the opener is gone
+  } else {
+    finish_open(req, store, file, *fi);
   }
 }
 

@@ -17,9 +17,10 @@ namespace smos::layout {
 
 inline constexpr std::uint64_t kMagic = 0x31534f4d53534d53ull;  // "SMSSMOS1"
 // Bump whenever any struct below changes shape or meaning.
-inline constexpr std::uint32_t kVersion = 1;
+inline constexpr std::uint32_t kVersion = 2;
 inline constexpr std::size_t kNameMax = 255;
 inline constexpr std::uint32_t kNoObject = 0xffffffffu;
+inline constexpr std::size_t kTracksMax = 1024;  // bytes of an object's canonical track layout
 
 // The persisted part of an entry's lifecycle. "idle" and "busy" are both kCommitted: they
 // differ only in the reader count, which lives in the daemon and restarts at zero.
@@ -62,6 +63,8 @@ struct ObjectRecord {
   std::uint32_t gid;
   CommitMode commit;
   Name name;
+  std::uint16_t tracks_len;  // 0: no typed layout
+  char tracks[kTracksMax];   // canonical text, see tracks.h
 };
 
 struct EntryRecord {
@@ -103,7 +106,7 @@ inline constexpr bool kIsSharedPod = std::is_trivially_copyable_v<T> && std::is_
 static_assert(kIsSharedPod<Timestamps> && sizeof(Timestamps) == 24);
 static_assert(kIsSharedPod<Name> && sizeof(Name) == 258);
 static_assert(kIsSharedPod<XattrBlob> && sizeof(XattrBlob) == 4104);
-static_assert(kIsSharedPod<ObjectRecord> && sizeof(ObjectRecord) == 344);
+static_assert(kIsSharedPod<ObjectRecord> && sizeof(ObjectRecord) == 1368);
 static_assert(kIsSharedPod<EntryRecord> && sizeof(EntryRecord) == 336);
 static_assert(kIsSharedPod<StoreHeader> && sizeof(StoreHeader) == 120);
 static_assert(alignof(EntryRecord) == 8 && alignof(ObjectRecord) == 8 && alignof(StoreHeader) == 8);

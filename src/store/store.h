@@ -10,10 +10,13 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -22,6 +25,7 @@
 #include "os/segment.h"
 #include "store/layout.h"
 #include "store/meta.h"
+#include "store/tracks.h"
 
 namespace smos {
 
@@ -117,7 +121,21 @@ class Store {
   // Entries.
   int create(Ino parent, std::string_view name, mode_t mode, int flags, const Caller& caller,
              Attr* attr, OpenFile* out);
-  int open(Ino ino, int flags, const Caller& caller, OpenFile* out);
+  // A pop that finds nothing to claim, without O_NONBLOCK, queues `waiter` and returns
+  // EINPROGRESS: `done` then runs exactly once, outside the store's lock, with the opened file
+  // or an errno (ENOENT when the object is removed), unless cancel_wait(id) wins first. If
+  // `interrupted` already says yes, open() fails with EINTR instead of queueing. Without a
+  // waiter (or with O_NONBLOCK), such a pop fails with EAGAIN.
+  struct Waiter {
+    std::uint64_t id;  // unique, chosen by the caller
+    std::function<bool()> interrupted;
+    std::function<void(int err, const OpenFile& file)> done;
+  };
+  int open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter* waiter = nullptr);
+  // Returns true if the waiter was still queued: its callback will never run.
+  bool cancel_wait(std::uint64_t id);
+  // The kernel dropped `count` references to `ino` taken by lookup().
+  void forget(Ino ino, std::uint64_t count);
   int unlink(Ino parent, std::string_view name, const Caller& caller);
   // Clamps [offset, offset + size) to the entry.
   int prepare_read(std::uint64_t fh, std::uint64_t offset, std::size_t size, IoSpan* out);
@@ -139,11 +157,30 @@ class Store {
     bool is_object;
     std::uint32_t index;
   };
+  enum class Control : std::uint8_t { kPush, kPop, kLatest };
   struct ObjectRt {
     std::map<std::string, std::uint32_t, std::less<>> committed;  // name -> current version
+    std::set<std::pair<std::uint64_t, std::uint32_t>> by_seq;     // (seq, entry), committed
     std::multimap<std::string, std::uint32_t, std::less<>> pending;  // name -> write entries
     std::uint64_t entries = 0;  // attached records in any state: what capacity counts
     std::uint64_t bytes = 0;
+    std::vector<Track> tracks;  // parsed from the record
+    std::map<std::pair<Control, pid_t>, Ino> idle_tickets;  // unopened tickets by thread
+    std::deque<std::uint64_t> pop_waiters;  // waiter ids, oldest first; may hold cancelled ids
+  };
+  // A .push or .pop opened through a path: an inode of its own, bound to one entry at open.
+  // (.latest resolves to its entry at lookup; it needs a ticket only while the object is empty.)
+  struct Ticket {
+    std::uint32_t object;  // kNoObject once the object is gone
+    Control kind;
+    pid_t tid;
+    std::optional<std::uint32_t> entry;
+    std::uint64_t lookups = 0;  // kernel references
+    std::uint32_t handles = 0;
+  };
+  struct QueuedWaiter {
+    Ino ticket;
+    std::function<void(int, const OpenFile&)> done;
   };
   struct EntryRt {
     std::uint32_t readers = 0;  // read-only handles
@@ -156,6 +193,19 @@ class Store {
   struct Handle {
     std::uint32_t entry;
     bool writable;
+    Ino ticket;  // 0 unless opened through .push or .pop
+  };
+  // Holds mu_; on destruction releases it, then runs the waiter callbacks that came due.
+  class Guard {
+   public:
+    explicit Guard(Store& store) : store_(store), lock_(store.mu_) {}
+    ~Guard();
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+
+   private:
+    Store& store_;
+    std::unique_lock<std::mutex> lock_;
   };
 
   Store(StoreOptions options, std::unique_ptr<MetaSegment> meta);
@@ -180,16 +230,31 @@ class Store {
   int new_object_record(std::uint32_t* o);
   int new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t uid, gid_t gid,
                 const Caller& caller, std::uint32_t* e);
+  int abandon_new_entry(std::uint32_t e, int err);  // undoes new_entry, returns err
   void remove_object(std::uint32_t o);
   int resize(std::uint32_t e, std::uint64_t size);
   void commit(std::uint32_t e);
   void drop_pending(std::uint32_t e);  // a write entry leaves its object's pending list
+  void unname(std::uint32_t e);        // a committed entry leaves its object's name maps
   void retire(std::uint32_t e);  // the entry lost its name
   void release_entry_if_unused(std::uint32_t e);
   void free_entry(std::uint32_t e);
   int sync_segment_owner(std::uint32_t e);
-  std::uint64_t new_fh(std::uint32_t e, bool writable);
+  std::uint64_t new_fh(std::uint32_t e, bool writable, Ino ticket = 0);
   int entry_of_handle(std::uint64_t fh, const Handle** out) const;
+
+  // Control files (control.cc).
+  static int control_kind(std::string_view name);  // -1, or 0/1/2 for .push/.pop/.latest
+  Attr ticket_attr(Ino ino, const Ticket& t);
+  int lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr* out);
+  int open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, OpenFile* out,
+                  Waiter* waiter);
+  std::optional<std::uint32_t> claim_oldest(std::uint32_t o);
+  void serve_pop_waiters(std::uint32_t o);
+  void fail_pop_waiters(std::uint32_t o, int err);
+  void drop_ticket_if_unused(Ino ino);
+  // The entry that an inode stands for: itself, or a ticket's bound entry. ENOENT otherwise.
+  int resolve_entry(Ino ino, std::uint32_t* e) const;
 
   const StoreOptions options_;
   // Guards everything below, and all of the metadata segment. Slot files are read and written
@@ -204,6 +269,9 @@ class Store {
   std::vector<std::uint32_t> free_entries_;
   std::unordered_map<std::uint64_t, Handle> handles_;
   std::uint64_t next_fh_ = 1;
+  std::unordered_map<Ino, Ticket> tickets_;
+  std::unordered_map<std::uint64_t, QueuedWaiter> waiters_;
+  std::vector<std::function<void()>> completions_;  // run by ~Guard, outside mu_
   std::uint64_t bytes_used_ = 0;
 };
 

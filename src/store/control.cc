@@ -1,0 +1,212 @@
+// The control files of every object: .push, .pop and .latest.
+//
+// A path lookup of .push or .pop yields a ticket: an inode of its own that open() binds to one
+// entry. The kernel keeps a page cache and attributes per inode, so a ticket per open keeps two
+// pops (or two pushes) from ever sharing cached bytes. A thread's unopened ticket is handed out
+// again by its next lookup, so a loop of opens costs one lookup each.
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <cinttypes>
+#include <cstdio>
+
+#include "store/detail.h"
+#include "store/store.h"
+
+namespace smos {
+
+using namespace detail;
+using layout::EntryState;
+
+int Store::control_kind(std::string_view name) {
+  static_assert(static_cast<int>(Control::kPush) == 0 && static_cast<int>(Control::kPop) == 1 &&
+                static_cast<int>(Control::kLatest) == 2);
+  if (name == control::kPush) return 0;
+  if (name == control::kPop) return 1;
+  if (name == control::kLatest) return 2;
+  return -1;
+}
+
+Attr Store::ticket_attr(Ino ino, const Ticket& t) {
+  Attr a;
+  if (t.entry) {
+    a = entry_attr(*t.entry);
+    a.immutable = false;  // the same inode stands for another entry after the next open
+  } else if (t.object != layout::kNoObject) {
+    a = object_attr(t.object);
+    a.mode = S_IFREG | (a.mode & 0666);
+    a.size = 0;
+    a.nlink = 1;
+  } else {
+    a.mode = S_IFREG;
+  }
+  a.ino = ino;
+  return a;
+}
+
+int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr* out) {
+  ObjectRt& ort = object_rt_[o];
+  if (kind == 2) {
+    commit_flushed(o, {}, caller);
+    if (!ort.by_seq.empty()) {
+      *out = entry_attr(ort.by_seq.rbegin()->second);
+      return 0;
+    }
+  }
+  const Control control = static_cast<Control>(kind);
+  Ino& idle = ort.idle_tickets[{control, caller.pid}];
+  if (idle == 0) {
+    idle = meta_->header().next_ino++;
+    tickets_.emplace(idle, Ticket{o, control, caller.pid, std::nullopt});
+  }
+  Ticket& t = tickets_.at(idle);
+  t.lookups++;
+  *out = ticket_attr(idle, t);
+  return 0;
+}
+
+std::optional<std::uint32_t> Store::claim_oldest(std::uint32_t o) {
+  for (auto [seq, e] : object_rt_[o].by_seq) {
+    if (entry_rt_[e].readers > 0) continue;
+    unname(e);
+    ent(e).state = EntryState::kZombie;  // nameless, alive for its one reader
+    touch(ent(e).times, false);
+    touch(obj(o).times, true);
+    return e;
+  }
+  return std::nullopt;
+}
+
+int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, OpenFile* out,
+                       Waiter* waiter) {
+  if (t.object == layout::kNoObject) return ENOENT;
+  const std::uint32_t o = t.object;
+  const bool writable = (flags & O_ACCMODE) != O_RDONLY;
+  // A second open of one ticket would share its page cache: keep that one out of it.
+  const bool shared = t.entry.has_value();
+  auto bind = [&](std::uint32_t e) {
+    auto idle = object_rt_[o].idle_tickets.find({t.kind, t.tid});
+    if (idle != object_rt_[o].idle_tickets.end() && idle->second == ino) {
+      object_rt_[o].idle_tickets.erase(idle);
+    }
+    t.entry = e;
+  };
+
+  if (t.kind == Control::kPush) {
+    if (!writable) return EPERM;
+    const std::uint64_t seq = obj(o).next_seq;
+    char name[control::kSeqNameWidth + 1];
+    std::snprintf(name, sizeof name, "%0*" PRIu64, static_cast<int>(control::kSeqNameWidth), seq);
+    std::uint32_t e;
+    if (int err = new_entry(o, name, obj(o).mode & 0666, caller.uid, caller.gid, caller, &e);
+        err != 0) {
+      return err;
+    }
+    ent(e).seq = seq;  // reserved now, so that the name is known before the commit
+    obj(o).next_seq++;
+    bind(e);
+    t.handles++;
+    *out = OpenFile{new_fh(e, true, ino), shared, false};
+    return 0;
+  }
+
+  if (writable) return EPERM;
+  commit_flushed(o, {}, caller);
+  if (t.kind == Control::kLatest) {
+    // The object was empty at lookup; whatever is newest now will do.
+    if (object_rt_[o].by_seq.empty()) return ENOENT;
+    const std::uint32_t e = object_rt_[o].by_seq.rbegin()->second;
+    bind(e);
+    t.handles++;
+    *out = OpenFile{new_fh(e, false, ino), shared, false};
+    return 0;
+  }
+  if (std::optional<std::uint32_t> e = claim_oldest(o)) {
+    bind(*e);
+    t.handles++;
+    *out = OpenFile{new_fh(*e, false, ino), shared, false};
+    return 0;
+  }
+  if ((flags & O_NONBLOCK) || waiter == nullptr) return EAGAIN;
+  if (waiter->interrupted && waiter->interrupted()) return EINTR;
+  waiters_.emplace(waiter->id, QueuedWaiter{ino, std::move(waiter->done)});
+  object_rt_[o].pop_waiters.push_back(waiter->id);
+  t.handles++;  // the waiting open holds the ticket
+  return EINPROGRESS;
+}
+
+void Store::serve_pop_waiters(std::uint32_t o) {
+  ObjectRt& ort = object_rt_[o];
+  while (!ort.pop_waiters.empty()) {
+    auto w = waiters_.find(ort.pop_waiters.front());
+    if (w == waiters_.end()) {  // cancelled
+      ort.pop_waiters.pop_front();
+      continue;
+    }
+    std::optional<std::uint32_t> e = claim_oldest(o);
+    if (!e) return;
+    ort.pop_waiters.pop_front();
+    QueuedWaiter waiter = std::move(w->second);
+    waiters_.erase(w);
+    Ticket& t = tickets_.at(waiter.ticket);
+    const bool shared = t.entry.has_value();
+    auto idle = ort.idle_tickets.find({t.kind, t.tid});
+    if (idle != ort.idle_tickets.end() && idle->second == waiter.ticket) ort.idle_tickets.erase(idle);
+    t.entry = *e;
+    const OpenFile file{new_fh(*e, false, waiter.ticket), shared, false};
+    completions_.push_back([done = std::move(waiter.done), file] { done(0, file); });
+  }
+}
+
+void Store::fail_pop_waiters(std::uint32_t o, int err) {
+  for (std::uint64_t id : object_rt_[o].pop_waiters) {
+    auto w = waiters_.find(id);
+    if (w == waiters_.end()) continue;
+    QueuedWaiter waiter = std::move(w->second);
+    waiters_.erase(w);
+    tickets_.at(waiter.ticket).handles--;
+    completions_.push_back([done = std::move(waiter.done), err] { done(err, OpenFile{}); });
+  }
+  object_rt_[o].pop_waiters.clear();
+}
+
+bool Store::cancel_wait(std::uint64_t id) {
+  Guard guard(*this);
+  auto w = waiters_.find(id);
+  if (w == waiters_.end()) return false;
+  const Ino ticket = w->second.ticket;
+  waiters_.erase(w);
+  tickets_.at(ticket).handles--;
+  drop_ticket_if_unused(ticket);
+  return true;
+}
+
+void Store::forget(Ino ino, std::uint64_t count) {
+  Guard guard(*this);
+  auto t = tickets_.find(ino);
+  if (t == tickets_.end()) return;
+  t->second.lookups -= std::min(count, t->second.lookups);
+  drop_ticket_if_unused(ino);
+}
+
+// An unopened ticket that the kernel still knows is handed out again; one it forgot is gone.
+void Store::drop_ticket_if_unused(Ino ino) {
+  auto it = tickets_.find(ino);
+  Ticket& t = it->second;
+  if (t.handles > 0) return;
+  t.entry.reset();
+  if (t.object == layout::kNoObject) {
+    if (t.lookups == 0) tickets_.erase(it);
+    return;
+  }
+  auto& idle = object_rt_[t.object].idle_tickets;
+  auto slot = idle.find({t.kind, t.tid});
+  if (t.lookups == 0) {
+    if (slot != idle.end() && slot->second == ino) idle.erase(slot);
+    tickets_.erase(it);
+  } else if (slot == idle.end()) {
+    idle.emplace(std::pair{t.kind, t.tid}, ino);
+  }
+}
+
+}  // namespace smos

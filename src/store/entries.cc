@@ -1,0 +1,368 @@
+// Entries: creation, writing, commit, reading, and the end of their lives.
+#include "store/store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "store/detail.h"
+#include "store/xattr_blob.h"
+
+namespace smos {
+
+using namespace detail;
+using layout::CommitMode;
+using layout::EntryState;
+
+// ---------------------------------------------------------------------------------------------
+// Entries
+
+int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t uid, gid_t gid,
+                     const Caller& caller, std::uint32_t* out) {
+  layout::ObjectRecord& orec = obj(o);
+  ObjectRt& ort = object_rt_[o];
+  if (ort.entries >= orec.capacity) return ENOSPC;
+  layout::StoreHeader& h = meta_->header();
+  std::uint32_t e;
+  if (!free_entries_.empty()) {
+    e = free_entries_.back();
+  } else if (h.entry_hwm < h.max_entries) {
+    e = static_cast<std::uint32_t>(h.entry_hwm);
+  } else {
+    return ENOSPC;
+  }
+  EntryRt& rt = entry_rt_[e];
+  if (!rt.segment.is_open()) {
+    int err = os::SegmentFile::open(MetaSegment::slot_name(options_.name, e), &rt.segment);
+    if (err != 0) {
+      spdlog::error("store '{}': cannot open slot {}: {}", options_.name, e, std::strerror(err));
+      return err == EMFILE || err == ENFILE ? ENOSPC : err;
+    }
+    if (int err2 = rt.segment.truncate(0); err2 != 0) return err2;  // a leftover file
+  }
+  if (!free_entries_.empty()) {
+    free_entries_.pop_back();
+  } else {
+    h.entry_hwm++;
+  }
+  layout::EntryRecord& r = ent(e);
+  r.seq = 0;
+  r.size = 0;
+  const std::int64_t now = os::now_ns();
+  r.times = {now, now, now};
+  r.object = o;
+  r.mode = mode & 07777;
+  r.uid = uid;
+  r.gid = gid;
+  set_name(r.name, name);
+  xattr_blob::clear(meta_->entry_xattrs(e));
+  r.state = EntryState::kWrite;
+  r.ino = h.next_ino++;  // last: the record is whole before it counts
+
+  rt.readers = rt.writers = 0;
+  rt.writer_tgid = os::thread_group_of(caller.pid);
+  rt.flushed = false;
+  rt.cache_primed = false;
+  sync_segment_owner(e);
+  ort.entries++;
+  ort.pending.emplace(std::string(name), e);
+  orec.entries_created++;
+  inodes_.emplace(r.ino, Ref{false, e});
+  if (!ort.tracks.empty()) {
+    // A typed entry is born at its full, zero-filled size.
+    if (int err = resize(e, orec.block_size); err != 0) return abandon_new_entry(e, err);
+  }
+  *out = e;
+  return 0;
+}
+
+int Store::abandon_new_entry(std::uint32_t e, int err) {
+  drop_pending(e);
+  ent(e).state = EntryState::kZombie;
+  free_entry(e);
+  return err;
+}
+
+int Store::sync_segment_owner(std::uint32_t e) {
+  const layout::EntryRecord& r = ent(e);
+  mode_t mode = r.mode & 0777;
+  if (r.object != layout::kNoObject) {
+    // Whoever cannot search the object through the mount cannot read its segments either.
+    const std::uint32_t dir = obj(r.object).mode;
+    if (!(dir & S_IXGRP)) mode &= ~0070u;
+    if (!(dir & S_IXOTH)) mode &= ~0007u;
+  }
+  int err = entry_rt_[e].segment.set_owner(r.uid, r.gid, mode);
+  if (err != 0) spdlog::warn("store '{}': slot {} owner: {}", options_.name, e, std::strerror(err));
+  return err;
+}
+
+int Store::resize(std::uint32_t e, std::uint64_t size) {
+  layout::EntryRecord& r = ent(e);
+  EntryRt& rt = entry_rt_[e];
+  if (size == r.size) return 0;
+  if (size > r.size) {
+    const std::uint64_t grow = size - r.size;
+    if (bytes_used_ + grow > options_.memory_budget) return ENOSPC;
+    if (int err = rt.segment.reserve(r.size, grow); err != 0) {
+      rt.segment.truncate(r.size);  // give back any part that was allocated
+      return err;
+    }
+    bytes_used_ += grow;
+    object_rt_[r.object].bytes += grow;
+  } else {
+    if (int err = rt.segment.truncate(size); err != 0) return err;
+    bytes_used_ -= r.size - size;
+    object_rt_[r.object].bytes -= r.size - size;
+  }
+  r.size = size;
+  return 0;
+}
+
+void Store::commit(std::uint32_t e) {
+  layout::EntryRecord& r = ent(e);
+  const std::uint32_t o = r.object;
+  ObjectRt& ort = object_rt_[o];
+  drop_pending(e);
+  if (r.seq == 0) r.seq = obj(o).next_seq++;  // pushed entries reserved theirs at open
+  touch(r.times, false);
+  r.state = EntryState::kCommitted;
+  entry_rt_[e].cache_primed = false;
+  if (auto it = ort.committed.find(name_of(r.name)); it != ort.committed.end()) {
+    const std::uint32_t old = it->second;
+    unname(old);
+    retire(old);
+  }
+  ort.committed.emplace(std::string(name_of(r.name)), e);
+  ort.by_seq.emplace(r.seq, e);
+  touch(obj(o).times, true);
+  serve_pop_waiters(o);
+}
+
+void Store::unname(std::uint32_t e) {
+  ObjectRt& ort = object_rt_[ent(e).object];
+  ort.committed.erase(ort.committed.find(name_of(ent(e).name)));
+  ort.by_seq.erase({ent(e).seq, e});
+}
+
+void Store::drop_pending(std::uint32_t e) {
+  ObjectRt& ort = object_rt_[ent(e).object];
+  auto [first, last] = ort.pending.equal_range(name_of(ent(e).name));
+  for (auto it = first; it != last; ++it) {
+    if (it->second == e) {
+      ort.pending.erase(it);
+      return;
+    }
+  }
+}
+
+void Store::retire(std::uint32_t e) {
+  ent(e).state = EntryState::kZombie;
+  touch(ent(e).times, false);
+  release_entry_if_unused(e);
+}
+
+void Store::release_entry_if_unused(std::uint32_t e) {
+  const EntryRt& rt = entry_rt_[e];
+  if (ent(e).state == EntryState::kZombie && rt.readers == 0 && rt.writers == 0) free_entry(e);
+}
+
+void Store::free_entry(std::uint32_t e) {
+  layout::EntryRecord& r = ent(e);
+  EntryRt& rt = entry_rt_[e];
+  if (rt.segment.truncate(0) != 0) {
+    spdlog::warn("store '{}': cannot truncate slot {}", options_.name, e);
+  }
+  bytes_used_ -= r.size;
+  if (r.object != layout::kNoObject) {
+    ObjectRt& ort = object_rt_[r.object];
+    ort.entries--;
+    ort.bytes -= r.size;
+  }
+  inodes_.erase(r.ino);
+  r.state = EntryState::kFree;
+  r.size = 0;
+  r.ino = 0;
+  free_entries_.push_back(e);
+}
+
+std::uint64_t Store::new_fh(std::uint32_t e, bool writable, Ino ticket) {
+  EntryRt& rt = entry_rt_[e];
+  (writable ? rt.writers : rt.readers)++;
+  const std::uint64_t fh = next_fh_++;
+  handles_.emplace(fh, Handle{e, writable, ticket});
+  return fh;
+}
+
+int Store::entry_of_handle(std::uint64_t fh, const Handle** out) const {
+  auto it = handles_.find(fh);
+  if (it == handles_.end()) return EBADF;
+  *out = &it->second;
+  return 0;
+}
+
+int Store::create(Ino parent, std::string_view name, mode_t mode, int flags,
+                  const Caller& caller, Attr* attr, OpenFile* out) {
+  if (int err = check_name(name); err != 0) return err;
+  {
+    Guard guard(*this);
+    if (parent == kRootIno || is_control_name(name)) return EPERM;
+    std::uint32_t o;
+    if (int err = object_at(parent, &o); err != 0) return err;
+    std::uint32_t existing;
+    const bool exists = visible_entry(o, name, caller, &existing) == 0;
+    if ((flags & O_EXCL) && (exists || object_rt_[o].pending.contains(name))) return EEXIST;
+    if (!exists) {
+      std::uint32_t e;
+      if (int err = new_entry(o, name, mode, caller.uid, caller.gid, caller, &e); err != 0) {
+        return err;
+      }
+      *attr = entry_attr(e);
+      *out = OpenFile{new_fh(e, true), false, false};
+      return 0;
+    }
+    *attr = entry_attr(existing);
+  }
+  // The name appeared between the kernel's lookup and this create: an ordinary open.
+  return open(attr->ino, flags & ~(O_CREAT | O_EXCL), caller, out);
+}
+
+int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter* waiter) {
+  Guard guard(*this);
+  if (auto t = tickets_.find(ino); t != tickets_.end()) {
+    return open_ticket(ino, t->second, flags, caller, out, waiter);
+  }
+  const Ref* ref = find(ino);
+  if (ref == nullptr) return ENOENT;
+  if (ref->is_object) return EISDIR;
+  const std::uint32_t e = ref->index;
+  layout::EntryRecord& r = ent(e);
+  EntryRt& rt = entry_rt_[e];
+  const bool writable = (flags & O_ACCMODE) != O_RDONLY;
+  switch (r.state) {
+    case EntryState::kWrite:
+      if (!is_writer(e, caller)) return ENOENT;
+      if (writable && (flags & O_TRUNC)) {
+        if (int err = resize(e, 0); err != 0) return err;
+      }
+      *out = OpenFile{new_fh(e, writable), false, false};
+      return 0;
+    case EntryState::kCommitted:
+      if (writable) {
+        if (!(flags & O_TRUNC)) return EPERM;
+        // Atomic replace: a new version under the same name, written through the old inode's
+        // descriptor, so it must bypass that inode's page cache.
+        std::uint32_t fresh;
+        if (int err = new_entry(r.object, name_of(r.name), r.mode, r.uid, r.gid, caller, &fresh);
+            err != 0) {
+          return err;
+        }
+        *out = OpenFile{new_fh(fresh, true), true, false};
+        return 0;
+      }
+      *out = OpenFile{new_fh(e, false), false, rt.cache_primed};
+      rt.cache_primed = true;
+      return 0;
+    case EntryState::kZombie:
+      if (writable) return EPERM;
+      *out = OpenFile{new_fh(e, false), false, rt.cache_primed};
+      return 0;
+    case EntryState::kFree:
+      break;
+  }
+  spdlog::critical("store '{}': inode {} maps to free entry record {}", options_.name, ino, e);
+  std::abort();
+}
+
+int Store::unlink(Ino parent, std::string_view name, const Caller& caller) {
+  Guard guard(*this);
+  if (parent == kRootIno) {
+    std::uint32_t o;
+    return find_object(name, &o) == 0 ? EISDIR : ENOENT;
+  }
+  std::uint32_t o, e;
+  if (int err = object_at(parent, &o); err != 0) return err;
+  if (is_control_name(name)) return EPERM;
+  if (int err = visible_entry(o, name, caller, &e); err != 0) return err;
+  if (ent(e).state == EntryState::kWrite) {
+    drop_pending(e);
+  } else {
+    unname(e);
+  }
+  retire(e);
+  touch(obj(o).times, true);
+  return 0;
+}
+
+int Store::prepare_read(std::uint64_t fh, std::uint64_t offset, std::size_t size, IoSpan* out) {
+  Guard guard(*this);
+  const Handle* h;
+  if (int err = entry_of_handle(fh, &h); err != 0) return err;
+  const std::uint64_t length = ent(h->entry).size;
+  out->fd = entry_rt_[h->entry].segment.fd();
+  out->offset = offset;
+  out->length = offset >= length ? 0 : std::min<std::uint64_t>(size, length - offset);
+  return 0;
+}
+
+int Store::prepare_write(std::uint64_t fh, std::uint64_t offset, std::size_t size, IoSpan* out) {
+  Guard guard(*this);
+  const Handle* h;
+  if (int err = entry_of_handle(fh, &h); err != 0) return err;
+  if (!h->writable) return EBADF;
+  const std::uint32_t e = h->entry;
+  layout::EntryRecord& r = ent(e);
+  if (r.state != EntryState::kWrite) return EPERM;
+  const std::uint64_t limit = obj(r.object).block_size;
+  if (offset >= limit) return EFBIG;
+  const std::uint64_t length = std::min<std::uint64_t>(size, limit - offset);
+  if (offset + length > r.size) {
+    if (int err = resize(e, offset + length); err != 0) return err;
+  }
+  entry_rt_[e].flushed = false;
+  touch(r.times, true);
+  *out = IoSpan{entry_rt_[e].segment.fd(), offset, static_cast<std::size_t>(length)};
+  return 0;
+}
+
+int Store::flush(std::uint64_t fh) {
+  Guard guard(*this);
+  const Handle* h;
+  if (int err = entry_of_handle(fh, &h); err != 0) return err;
+  if (h->writable && ent(h->entry).state == EntryState::kWrite) entry_rt_[h->entry].flushed = true;
+  return 0;
+}
+
+int Store::release(std::uint64_t fh) {
+  Guard guard(*this);
+  auto it = handles_.find(fh);
+  if (it == handles_.end()) return EBADF;
+  const Handle h = it->second;
+  handles_.erase(it);
+  if (h.ticket != 0) {
+    tickets_.at(h.ticket).handles--;
+    drop_ticket_if_unused(h.ticket);
+  }
+  EntryRt& rt = entry_rt_[h.entry];
+  layout::EntryRecord& r = ent(h.entry);
+  if (!h.writable) {
+    // An idle entry may be what a blocked pop is waiting for.
+    if (--rt.readers == 0 && r.state == EntryState::kCommitted) serve_pop_waiters(r.object);
+  } else if (--rt.writers == 0 && r.state == EntryState::kWrite) {
+    if (obj(r.object).commit == CommitMode::kClose) {
+      commit(h.entry);
+    } else {
+      // Explicit mode: the writer left without committing, so the entry never existed.
+      drop_pending(h.entry);
+      retire(h.entry);
+      return 0;
+    }
+  }
+  release_entry_if_unused(h.entry);
+  return 0;
+}
+
+}  // namespace smos
