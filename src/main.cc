@@ -196,7 +196,7 @@ int serve(const Options& opts, smos::Store& store) {
   for (auto& w : words) argv.push_back(w.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
 
-  smos::fs::Context context{&store};
+  smos::fs::Context context{&store, {}};
   const fuse_lowlevel_ops& ops = smos::fs::operations();
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &context);
   if (se == nullptr) {
@@ -205,7 +205,8 @@ int serve(const Options& opts, smos::Store& store) {
   }
   int rc = 1;
   if (fuse_set_signal_handlers(se) == 0) {
-    if (fuse_session_mount(se, opts.mountpoint.c_str()) == 0) {
+    if (fuse_session_mount(se, opts.mountpoint.c_str()) == 0 &&
+        smos::fs::install_channel(se) == 0) {
       spdlog::info("store '{}' mounted on {} (memory budget {} bytes)", opts.store.name,
                    opts.mountpoint, opts.store.memory_budget);
       fuse_daemonize(opts.foreground ? 1 : 0);

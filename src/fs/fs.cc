@@ -70,6 +70,28 @@ void reply_attr(fuse_req_t req, const Attr& attr) {
   fuse_reply_attr(req, &st, attr_timeout(attr));
 }
 
+int install_channel(fuse_session* se) {
+  static const fuse_custom_io io = {
+      [](int fd, iovec* iov, int count, void* userdata) {
+        return static_cast<Context*>(userdata)->channel.writev(fd, iov, count);
+      },
+      [](int fd, void* buf, size_t len, void* userdata) {
+        return static_cast<Context*>(userdata)->channel.read(fd, buf, len);
+      },
+      [](int fd_in, off_t* off_in, int fd_out, off_t* off_out, size_t len, unsigned flags,
+         void* userdata) {
+        return static_cast<Context*>(userdata)->channel.splice_receive(fd_in, off_in, fd_out,
+                                                                       off_out, len, flags);
+      },
+      [](int fd_in, off_t* off_in, int fd_out, off_t* off_out, size_t len, unsigned flags,
+         void* userdata) {
+        return static_cast<Context*>(userdata)->channel.splice_send(fd_in, off_in, fd_out,
+                                                                    off_out, len, flags);
+      },
+  };
+  return fuse_session_custom_io(se, &io, fuse_session_fd(se));
+}
+
 const fuse_lowlevel_ops& operations() {
   static const fuse_lowlevel_ops ops = [] {
     fuse_lowlevel_ops o;

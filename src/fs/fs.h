@@ -11,6 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "os/fuse_channel.h"
 #include "store/store.h"
 
 namespace smos::fs {
@@ -21,7 +22,11 @@ const fuse_lowlevel_ops& operations();
 // Passed to fuse_session_new() as userdata.
 struct Context {
   Store* store;
+  os::FuseChannel channel;
 };
+
+// Routes the session's device I/O through context->channel.
+int install_channel(fuse_session* se);
 
 inline Store& store_of(fuse_req_t req) {
   return *static_cast<Context*>(fuse_req_userdata(req))->store;

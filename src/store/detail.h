@@ -12,6 +12,10 @@
 
 namespace smos::detail {
 
+// Entries never carry set-id bits: there is nothing to execute, and the FUSE channel promises
+// the kernel (FUSE_HANDLE_KILLPRIV_V2) that a write needs no privilege killed.
+inline constexpr std::uint32_t kEntryModeBits = 0777;
+
 inline std::string_view name_of(const layout::Name& n) { return {n.bytes, n.len}; }
 
 inline void set_name(layout::Name& n, std::string_view name) {

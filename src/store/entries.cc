@@ -54,7 +54,7 @@ int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t 
   const std::int64_t now = os::now_ns();
   r.times = {now, now, now};
   r.object = o;
-  r.mode = mode & 07777;
+  r.mode = mode & kEntryModeBits;
   r.uid = uid;
   r.gid = gid;
   set_name(r.name, name);

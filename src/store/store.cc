@@ -331,7 +331,7 @@ int Store::setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> 
     entry_rt_[*entry].flushed = false;
     touch(r.times, true);
   }
-  if (change.mode) *mode = *change.mode & 07777;
+  if (change.mode) *mode = *change.mode & (entry ? kEntryModeBits : 07777);
   if (change.uid) *uid = *change.uid;
   if (change.gid) *gid = *change.gid;
   if (change.atime_ns) times->atime_ns = *change.atime_ns;

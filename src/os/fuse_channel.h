@@ -1,0 +1,37 @@
+// The FUSE device channel: the reads and writes of /dev/fuse that libfuse would do itself,
+// with one addition. libfuse 3.14 predates some INIT flags that this kernel offers and smos
+// wants, so the channel adds them to the INIT reply on the wire:
+//  - FUSE_HANDLE_KILLPRIV_V2: the server kills suid/sgid/capabilities itself. smos entries have
+//    neither, and the kernel then sets SB_NOSEC, which stops the security.capability GETXATTR
+//    it otherwise sends before every write(2).
+// Install with fuse_session_custom_io() after fuse_session_mount().
+#pragma once
+
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstdint>
+
+namespace smos::os {
+
+class FuseChannel {
+ public:
+  // The same contract as read(2) and writev(2) on the device: -1 with errno on failure.
+  ssize_t read(int fd, void* buf, std::size_t len);
+  ssize_t writev(int fd, iovec* iov, int count);
+  ssize_t splice_receive(int fd_in, off_t* off_in, int fd_out, off_t* off_out, std::size_t len,
+                         unsigned flags);
+  ssize_t splice_send(int fd_in, off_t* off_in, int fd_out, off_t* off_out, std::size_t len,
+                      unsigned flags);
+
+  // Whether the kernel accepted the flags this channel added.
+  bool killpriv_v2() const { return killpriv_v2_; }
+
+ private:
+  std::atomic<std::uint64_t> init_unique_{0};  // the INIT request, until it is answered
+  std::atomic<std::uint32_t> kernel_flags_{0};
+  bool killpriv_v2_ = false;
+};
+
+}  // namespace smos::os
