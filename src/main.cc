@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fs/fs.h"
+#include "fs/notifier.h"
 #include "os/mount.h"
 #include "util/size.h"
 
@@ -210,11 +211,16 @@ int serve(const Options& opts, smos::Store& store) {
       spdlog::info("store '{}' mounted on {} (memory budget {} bytes)", opts.store.name,
                    opts.mountpoint, opts.store.memory_budget);
       fuse_daemonize(opts.foreground ? 1 : 0);
+      smos::fs::Notifier notifier(se);
+      store.set_name_listener([&notifier](smos::Ino parent, const std::string& name) {
+        notifier.invalidate_entry(parent, name);
+      });
       fuse_loop_config* loop = fuse_loop_cfg_create();
       fuse_loop_cfg_set_max_threads(loop, 64);
       fuse_loop_cfg_set_idle_threads(loop, 8);
       rc = fuse_session_loop_mt(se, loop) == 0 ? 0 : 1;
       fuse_loop_cfg_destroy(loop);
+      store.set_name_listener(nullptr);
       fuse_session_unmount(se);
       spdlog::info("unmounted {}", opts.mountpoint);
     } else {

@@ -6,10 +6,12 @@ namespace smos::fs {
 
 namespace {
 
-// Committed entries never change, so the kernel may keep their attributes. Names inside an
-// object change behind the kernel's back (a commit makes a name appear or point elsewhere), so
-// they are never cached. Objects change only through this mount.
+// Committed entries never change, so the kernel may keep their attributes for long, and their
+// names until the store says otherwise (the Notifier). Entries being written, tickets and
+// .latest change behind the kernel's back and are never cached. Object attributes (listing
+// size, times) may lag by a second.
 constexpr double kImmutableTimeout = 3600.0;
+constexpr double kStableNameTimeout = 60.0;
 constexpr double kDirTimeout = 1.0;
 
 void init(void* /*userdata*/, fuse_conn_info* conn) {
@@ -60,7 +62,7 @@ void reply_entry(fuse_req_t req, const Attr& attr) {
   e.generation = 1;
   fill_stat(attr, &e.attr);
   e.attr_timeout = attr_timeout(attr);
-  e.entry_timeout = S_ISDIR(attr.mode) ? kDirTimeout : 0.0;
+  e.entry_timeout = attr.stable_name ? kStableNameTimeout : 0.0;
   fuse_reply_entry(req, &e);
 }
 

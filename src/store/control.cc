@@ -50,6 +50,7 @@ int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr*
     commit_flushed(o, {}, caller);
     if (!ort.by_seq.empty()) {
       *out = entry_attr(ort.by_seq.rbegin()->second);
+      out->stable_name = false;  // .latest moves on with every commit
       return 0;
     }
   }
@@ -68,6 +69,7 @@ int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr*
 std::optional<std::uint32_t> Store::claim_oldest(std::uint32_t o) {
   for (auto [seq, e] : object_rt_[o].by_seq) {
     if (entry_rt_[e].readers > 0) continue;
+    name_changed(o, name_of(ent(e).name));
     unname(e);
     ent(e).state = EntryState::kZombie;  // nameless, alive for its one reader
     touch(ent(e).times, false);

@@ -66,6 +66,7 @@ int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t 
   rt.writer_tgid = os::thread_group_of(caller.pid);
   rt.flushed = false;
   rt.cache_primed = false;
+  rt.replaced = false;
   sync_segment_owner(e);
   ort.entries++;
   ort.pending.emplace(std::string(name), e);
@@ -133,7 +134,9 @@ void Store::commit(std::uint32_t e) {
   entry_rt_[e].cache_primed = false;
   if (auto it = ort.committed.find(name_of(r.name)); it != ort.committed.end()) {
     const std::uint32_t old = it->second;
+    name_changed(o, name_of(r.name));
     unname(old);
+    entry_rt_[old].replaced = true;
     retire(old);
   }
   ort.committed.emplace(std::string(name_of(r.name)), e);
@@ -251,6 +254,10 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
       *out = OpenFile{new_fh(e, writable), false, false};
       return 0;
     case EntryState::kCommitted:
+      // A newer version that its writer has closed takes the name now; the kernel reached
+      // this one through a cached name, so it must look the name up again.
+      commit_flushed(r.object, name_of(r.name), caller);
+      if (r.state == EntryState::kZombie) return ESTALE;
       if (writable) {
         if (!(flags & O_TRUNC)) return EPERM;
         // Atomic replace: a new version under the same name, written through the old inode's
@@ -267,7 +274,10 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
       rt.cache_primed = true;
       return 0;
     case EntryState::kZombie:
-      if (writable) return EPERM;
+      // Reached through a name the kernel still caches. A replaced version is still a whole
+      // one, fine for a reader; an unlinked or popped one is gone, and ESTALE makes the kernel
+      // walk the path again.
+      if (writable || !rt.replaced) return ESTALE;
       *out = OpenFile{new_fh(e, false), false, rt.cache_primed};
       return 0;
     case EntryState::kFree:
@@ -285,7 +295,12 @@ int Store::unlink(Ino parent, std::string_view name, const Caller& caller) {
   }
   std::uint32_t o, e;
   if (int err = object_at(parent, &o); err != 0) return err;
-  if (is_control_name(name)) return EPERM;
+  if (is_control_name(name)) {
+    // Reserved while the object holds entries. On an empty object, accepted and ignored, so
+    // that `rm -r OBJECT` (which unlinks everything it lists) can finish with rmdir.
+    const ObjectRt& ort = object_rt_[o];
+    return ort.committed.empty() && ort.pending.empty() ? 0 : EPERM;
+  }
   if (int err = visible_entry(o, name, caller, &e); err != 0) return err;
   if (ent(e).state == EntryState::kWrite) {
     drop_pending(e);

@@ -250,6 +250,7 @@ Attr Store::object_attr(std::uint32_t o) {
   a.nlink = 2;
   a.size = object_rt_[o].committed.size();
   a.times = r.times;
+  a.stable_name = true;  // objects are named and renamed only through the mount
   return a;
 }
 
@@ -264,7 +265,20 @@ Attr Store::entry_attr(std::uint32_t e) {
   a.nlink = r.state == EntryState::kZombie ? 0 : 1;
   a.times = r.times;
   a.immutable = r.state == EntryState::kCommitted || r.state == EntryState::kZombie;
+  a.stable_name = r.state == EntryState::kCommitted;
   return a;
+}
+
+void Store::set_name_listener(NameListener listener) {
+  Guard guard(*this);
+  name_listener_ = std::move(listener);
+}
+
+void Store::name_changed(std::uint32_t o, std::string_view name) {
+  if (!name_listener_) return;
+  completions_.push_back([this, parent = obj(o).ino, name = std::string(name)] {
+    name_listener_(parent, name);
+  });
 }
 
 int Store::getattr(Ino ino, Attr* out) {
@@ -369,12 +383,15 @@ int Store::readdir(Ino dir, const Caller& caller, std::vector<DirEntry>* out) {
   std::uint32_t o;
   if (int err = object_at(dir, &o); err != 0) return err == EPERM ? ENOTDIR : err;
   commit_flushed(o, {}, caller);
+  for (auto& [name, e] : object_rt_[o].committed) out->push_back({name, entry_attr(e)});
+  // The control files come last, and with inode numbers above any entry's, for tools that sort
+  // by inode: `rm -r` then meets them once the entries are gone (see Store::unlink).
   Attr control = object_attr(o);
   control.mode = S_IFREG | (control.mode & 0666);
   for (const char* name : {control::kLatest, control::kPop, control::kPush}) {
+    control.ino = (1ull << 62) | (obj(o).ino << 2) | static_cast<Ino>(control_kind(name));
     out->push_back({name, control});
   }
-  for (auto& [name, e] : object_rt_[o].committed) out->push_back({name, entry_attr(e)});
   return 0;
 }
 

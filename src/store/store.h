@@ -57,7 +57,8 @@ struct Attr {
   std::uint64_t size = 0;
   std::uint32_t nlink = 1;
   layout::Timestamps times{};
-  bool immutable = false;  // a committed entry: its attributes and bytes never change
+  bool immutable = false;     // a committed entry: its attributes and bytes never change
+  bool stable_name = false;   // the name -> inode binding may be cached (see name listener)
 };
 
 struct SetAttr {
@@ -152,6 +153,11 @@ class Store {
 
   StoreStats stats();
 
+  // Called, outside the store's lock, whenever a name that lookup() reported as stable stops
+  // naming that inode behind the kernel's back: a replace committed, or a pop claimed it.
+  using NameListener = std::function<void(Ino parent, const std::string& name)>;
+  void set_name_listener(NameListener listener);
+
  private:
   struct Ref {
     bool is_object;
@@ -188,6 +194,7 @@ class Store {
     pid_t writer_tgid = 0;      // the process that created it
     bool flushed = false;       // a writable descriptor was closed since the last write
     bool cache_primed = false;  // the kernel's page cache holds only committed bytes
+    bool replaced = false;      // a zombie because a newer version took its name
     os::SegmentFile segment;
   };
   struct Handle {
@@ -238,6 +245,7 @@ class Store {
   void unname(std::uint32_t e);        // a committed entry leaves its object's name maps
   void retire(std::uint32_t e);  // the entry lost its name
   void release_entry_if_unused(std::uint32_t e);
+  void name_changed(std::uint32_t o, std::string_view name);
   void free_entry(std::uint32_t e);
   int sync_segment_owner(std::uint32_t e);
   std::uint64_t new_fh(std::uint32_t e, bool writable, Ino ticket = 0);
@@ -272,6 +280,7 @@ class Store {
   std::unordered_map<Ino, Ticket> tickets_;
   std::unordered_map<std::uint64_t, QueuedWaiter> waiters_;
   std::vector<std::function<void()>> completions_;  // run by ~Guard, outside mu_
+  NameListener name_listener_;
   std::uint64_t bytes_used_ = 0;
 };
 

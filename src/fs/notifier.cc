@@ -1,0 +1,45 @@
+#include "fs/notifier.h"
+
+#include <cerrno>
+
+#include <spdlog/spdlog.h>
+
+namespace smos::fs {
+
+Notifier::Notifier(fuse_session* se) : se_(se), thread_([this] { run(); }) {}
+
+Notifier::~Notifier() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_one();
+  thread_.join();
+}
+
+void Notifier::invalidate_entry(std::uint64_t parent, std::string name) {
+  {
+    std::lock_guard lock(mu_);
+    queue_.emplace_back(parent, std::move(name));
+  }
+  wake_.notify_one();
+}
+
+void Notifier::run() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    wake_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, and nothing left to send
+    auto [parent, name] = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    int err = fuse_lowlevel_notify_inval_entry(se_, parent, name.data(), name.size());
+    // ENOENT: the kernel did not cache it. ENOTCONN: unmounted under us.
+    if (err != 0 && err != -ENOENT && err != -ENOTCONN) {
+      spdlog::warn("invalidating {}/{}: {}", parent, name, err);
+    }
+    lock.lock();
+  }
+}
+
+}  // namespace smos::fs

@@ -1,0 +1,44 @@
+// Tells the kernel, from a thread of its own, that names it caches have moved on.
+//
+// A handler must not invalidate a name in a directory whose lock the kernel may hold while it
+// waits for that very handler (lookup, create, unlink, rename all do). So invalidations are
+// queued here and sent by one thread that holds no request. Correctness never waits for them:
+// an open through a stale name gets ESTALE and the kernel walks the path again; they only keep
+// stat(2) from showing a replaced or popped version for longer than a moment.
+#pragma once
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+
+namespace smos::fs {
+
+class Notifier {
+ public:
+  explicit Notifier(fuse_session* se);
+  ~Notifier();  // sends what is queued, then stops
+  Notifier(const Notifier&) = delete;
+  Notifier& operator=(const Notifier&) = delete;
+
+  // Never blocks on the kernel.
+  void invalidate_entry(std::uint64_t parent, std::string name);
+
+ private:
+  void run();
+
+  fuse_session* const se_;
+  std::mutex mu_;  // guards queue_ and stop_
+  std::condition_variable wake_;
+  std::deque<std::pair<std::uint64_t, std::string>> queue_;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once the rest exists
+};
+
+}  // namespace smos::fs
