@@ -201,18 +201,22 @@ TEST_F(DaemonTest, StatfsReportsTheBudgetAndItsUse) {
       << StatSpace(smosd_.mountpoint()).used;
 }
 
-TEST_F(DaemonTest, DebugAndLogLevelOptionsLog) {
-  for (std::vector<std::string> args :
-       {std::vector<std::string>{"-d"}, std::vector<std::string>{"--log-level=trace"}}) {
-    SCOPED_TRACE(args[0]);
-    Smosd run;
-    ASSERT_TRUE(run.Start(args));
-    std::size_t before = run.Log().size();
-    ASSERT_EQ(ErrOf(::mkdir(run.Path("obj").c_str(), 0755)), kOk);
-    ASSERT_EQ(WriteFile(run.Path("obj/e"), "x"), kOk);
-    EXPECT_TRUE(Eventually([&] { return run.Log().size() > before; }))
-        << "nothing logged about a mkdir and a write";
-  }
+TEST_F(DaemonTest, DashDLogsTheRequests) {
+  ASSERT_TRUE(smosd_.Start({"-d"}));
+  std::size_t before = smosd_.Log().size();
+  ASSERT_EQ(ErrOf(::mkdir(smosd_.Path("obj").c_str(), 0755)), kOk);
+  ASSERT_EQ(WriteFile(smosd_.Path("obj/e"), "x"), kOk);
+  EXPECT_TRUE(Eventually([&] { return smosd_.Log().size() > before; }))
+      << "nothing logged about a mkdir and a write";
+}
+
+TEST_F(DaemonTest, LogLevelOffIsSilent) {
+  ASSERT_TRUE(smosd_.Start({"--log-level=off"}));
+  ASSERT_EQ(ErrOf(::mkdir(smosd_.Path("obj").c_str(), 0755)), kOk);
+  ASSERT_EQ(WriteFile(smosd_.Path("obj/e"), "x"), kOk);
+  ASSERT_TRUE(smosd_.Stop().has_value());
+  std::string log = smosd_.Log();
+  EXPECT_EQ(log.find('\n'), log.size() - 1) << "more than the fixture's header line:\n" << log;
 }
 
 }  // namespace

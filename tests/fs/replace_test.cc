@@ -19,6 +19,15 @@ class ReplaceTest : public MountTest {
     entry_ = obj_ + "/e";
     ASSERT_EQ(WriteFile(entry_, kOld), kOk);
   }
+  // Creates path in an object in explicit mode and commits it with data.
+  void CommitExplicitly(const std::string& path, std::string_view data) {
+    Fd fd = Open(path, O_WRONLY | O_CREAT);
+    ASSERT_TRUE(fd.ok()) << ErrOf(-1);
+    ASSERT_EQ(WriteAll(fd.get(), data), kOk);
+    ASSERT_EQ(FSetXattr(fd.get(), xattr::kState, "idle"), kOk);
+    ASSERT_EQ(fd.Close(), kOk);
+  }
+
   static constexpr char kOld[] = "old version";
   static constexpr char kNew[] = "the new version, longer";
   std::string obj_;
@@ -83,14 +92,27 @@ TEST_F(ReplaceTest, ShellRedirectionReplaces) {
   EXPECT_EQ(GetXattr(entry_, xattr::kSeq), "2");
 }
 
+TEST_F(ReplaceTest, SettingStateToIdleCommitsAReplace) {
+  std::string obj = MakeObject("explicit", {{xattr::kCommit, "explicit"}});
+  std::string e = obj + "/e";
+  ASSERT_NO_FATAL_FAILURE(CommitExplicitly(e, kOld));
+
+  Fd replace = Open(e, O_WRONLY | O_TRUNC);
+  ASSERT_TRUE(replace.ok()) << ErrOf(-1);
+  ASSERT_EQ(WriteAll(replace.get(), kNew), kOk);
+  ASSERT_EQ(FSetXattr(replace.get(), xattr::kState, "idle"), kOk);
+  // Committed while the writer still holds its descriptor.
+  Child reader([&](Channel&) { return ReadFile(e) == kNew ? 0 : ChildFail("read " + e); });
+  EXPECT_EQ(reader.Join(), 0);
+  EXPECT_EQ(GetXattr(e, xattr::kSeq), "2");
+  ASSERT_EQ(replace.Close(), kOk);
+  EXPECT_EQ(ReadFile(e), kNew);
+}
+
 TEST_F(ReplaceTest, AnUncommittedReplaceInExplicitModeLeavesTheOldVersion) {
   std::string obj = MakeObject("explicit", {{xattr::kCommit, "explicit"}});
   std::string e = obj + "/e";
-  Fd first = Open(e, O_WRONLY | O_CREAT);
-  ASSERT_TRUE(first.ok());
-  ASSERT_EQ(WriteAll(first.get(), kOld), kOk);
-  ASSERT_EQ(FSetXattr(first.get(), xattr::kState, "idle"), kOk);
-  ASSERT_EQ(first.Close(), kOk);
+  ASSERT_NO_FATAL_FAILURE(CommitExplicitly(e, kOld));
 
   Fd replace = Open(e, O_WRONLY | O_TRUNC);
   ASSERT_TRUE(replace.ok()) << ErrOf(-1);
