@@ -1,5 +1,6 @@
 // smosd: options, logging, start-up and shutdown. See smosd(8).
 #include <getopt.h>
+#include <csignal>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -218,7 +219,9 @@ int serve(const Options& opts, smos::Store& store) {
       fuse_loop_config* loop = fuse_loop_cfg_create();
       fuse_loop_cfg_set_max_threads(loop, 64);
       fuse_loop_cfg_set_idle_threads(loop, 8);
-      rc = fuse_session_loop_mt(se, loop) == 0 ? 0 : 1;
+      // The loop returns the number of the signal that stopped it, 0, or a negative errno.
+      const int stopped = fuse_session_loop_mt(se, loop);
+      rc = stopped == 0 || stopped == SIGINT || stopped == SIGTERM || stopped == SIGHUP ? 0 : 1;
       fuse_loop_cfg_destroy(loop);
       store.set_name_listener(nullptr);
       fuse_session_unmount(se);

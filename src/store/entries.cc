@@ -64,7 +64,7 @@ int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t 
 
   rt.readers = rt.writers = 0;
   rt.writer_tgid = os::thread_group_of(caller.pid);
-  rt.flushed = false;
+  r.flags = 0;
   rt.cache_primed = false;
   rt.replaced = false;
   sync_segment_owner(e);
@@ -130,6 +130,7 @@ void Store::commit(std::uint32_t e) {
   drop_pending(e);
   if (r.seq == 0) r.seq = obj(o).next_seq++;  // pushed entries reserved theirs at open
   touch(r.times, false);
+  r.flags = 0;
   r.state = EntryState::kCommitted;
   entry_rt_[e].cache_primed = false;
   if (auto it = ort.committed.find(name_of(r.name)); it != ort.committed.end()) {
@@ -256,7 +257,7 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
     case EntryState::kCommitted:
       // A newer version that its writer has closed takes the name now; the kernel reached
       // this one through a cached name, so it must look the name up again.
-      commit_flushed(r.object, name_of(r.name), caller);
+      commit_closed(r.object, name_of(r.name), caller);
       if (r.state == EntryState::kZombie) return ESTALE;
       if (writable) {
         if (!(flags & O_TRUNC)) return EPERM;
@@ -337,7 +338,7 @@ int Store::prepare_write(std::uint64_t fh, std::uint64_t offset, std::size_t siz
   if (offset + length > r.size) {
     if (int err = resize(e, offset + length); err != 0) return err;
   }
-  entry_rt_[e].flushed = false;
+  ent(e).flags &= ~layout::kEntryClosed;
   touch(r.times, true);
   *out = IoSpan{entry_rt_[e].segment.fd(), offset, static_cast<std::size_t>(length)};
   return 0;
@@ -347,7 +348,9 @@ int Store::flush(std::uint64_t fh) {
   Guard guard(*this);
   const Handle* h;
   if (int err = entry_of_handle(fh, &h); err != 0) return err;
-  if (h->writable && ent(h->entry).state == EntryState::kWrite) entry_rt_[h->entry].flushed = true;
+  if (h->writable && ent(h->entry).state == EntryState::kWrite) {
+    ent(h->entry).flags |= layout::kEntryClosed;
+  }
   return 0;
 }
 

@@ -77,9 +77,14 @@ struct EntryRecord {
   std::uint32_t mode;
   std::uint32_t uid;
   std::uint32_t gid;
-  std::uint32_t reserved;
+  std::uint32_t flags;  // kEntryClosed
   Name name;
 };
+
+// EntryRecord::flags: a writer closed a descriptor of this write entry since its last write.
+// In commit-on-close objects such an entry counts as committed even if the daemon stops before
+// the kernel's (asynchronous) release arrives, so recovery commits it.
+inline constexpr std::uint32_t kEntryClosed = 1u << 0;
 
 struct StoreHeader {
   std::uint64_t magic;

@@ -73,13 +73,19 @@ void Store::recover() {
     inodes_.emplace(r.ino, Ref{true, o});
     h.next_ino = std::max(h.next_ino, r.ino + 1);
   }
+  // Write entries whose writer had closed them were committed as far as anyone could tell
+  // (see kEntryClosed); the kernel's release just never arrived. Commit them now, oldest
+  // first, after the committed entries they may replace.
+  std::vector<std::uint32_t> closed_writes;
   for (std::uint32_t e = 0; e < h.entry_hwm; ++e) {
     layout::EntryRecord& r = ent(e);
     if (r.ino == 0) continue;
     const bool attached = r.object < h.object_hwm && obj(r.object).ino != 0;
-    if (r.state != EntryState::kCommitted || !attached || check_name(name_of(r.name)) != 0 ||
-        inodes_.contains(r.ino)) {
-      discard_record(e);  // write entries, zombies and damage
+    const bool closed_write = attached && r.state == EntryState::kWrite && closed(e) &&
+                              obj(r.object).commit == CommitMode::kClose;
+    if ((r.state != EntryState::kCommitted && !closed_write) || !attached ||
+        check_name(name_of(r.name)) != 0 || inodes_.contains(r.ino)) {
+      discard_record(e);  // other write entries, zombies and damage
       continue;
     }
     EntryRt& rt = entry_rt_[e];
@@ -88,6 +94,10 @@ void Store::recover() {
       spdlog::warn("store '{}': entry '{}' lost its bytes; discarding it", options_.name,
                    name_of(r.name));
       discard_record(e);
+      continue;
+    }
+    if (closed_write) {
+      closed_writes.push_back(e);
       continue;
     }
     ObjectRt& ort = object_rt_[r.object];
@@ -116,9 +126,24 @@ void Store::recover() {
     layout::ObjectRecord& orec = obj(r.object);
     orec.next_seq = std::max(orec.next_seq, r.seq + 1);
   }
+  std::sort(closed_writes.begin(), closed_writes.end(),
+            [this](auto a, auto b) { return ent(a).ino < ent(b).ino; });
+  for (std::uint32_t e : closed_writes) {
+    layout::EntryRecord& r = ent(e);
+    ObjectRt& ort = object_rt_[r.object];
+    ort.entries++;
+    ort.bytes += r.size;
+    bytes_used_ += r.size;
+    inodes_.emplace(r.ino, Ref{false, e});
+    h.next_ino = std::max(h.next_ino, r.ino + 1);
+    obj(r.object).next_seq = std::max(obj(r.object).next_seq, r.seq + 1);
+    ort.pending.emplace(std::string(name_of(r.name)), e);
+    commit(e);
+  }
   for (std::uint32_t o = static_cast<std::uint32_t>(h.object_hwm); o-- > 0;) {
     if (obj(o).ino == 0) free_objects_.push_back(o);
   }
+  free_entries_.clear();  // commit() above freed what it replaced; list every free record once
   for (std::uint32_t e = static_cast<std::uint32_t>(h.entry_hwm); e-- > 0;) {
     if (ent(e).ino == 0) free_entries_.push_back(e);
   }
@@ -168,14 +193,14 @@ bool Store::is_writer(std::uint32_t e, const Caller& caller) const {
   return caller.pid == tgid || os::thread_group_of(caller.pid) == tgid;
 }
 
-void Store::commit_flushed(std::uint32_t o, std::string_view name, const Caller& caller) {
+void Store::commit_closed(std::uint32_t o, std::string_view name, const Caller& caller) {
   if (obj(o).commit != CommitMode::kClose) return;
   ObjectRt& ort = object_rt_[o];
   auto [first, last] = name.empty() ? std::pair(ort.pending.begin(), ort.pending.end())
                                     : ort.pending.equal_range(name);
   std::vector<std::uint32_t> ready;
   for (auto it = first; it != last; ++it) {
-    if (entry_rt_[it->second].flushed && !is_writer(it->second, caller)) {
+    if (closed(it->second) && !is_writer(it->second, caller)) {
       ready.push_back(it->second);
     }
   }
@@ -189,19 +214,19 @@ int Store::visible_entry(std::uint32_t o, std::string_view name, const Caller& c
   ObjectRt& ort = object_rt_[o];
   auto [first, last] = ort.pending.equal_range(name);
   std::optional<std::uint32_t> own;
-  bool others_flushed = false;
+  bool others_closed = false;
   for (auto it = first; it != last; ++it) {
     if (is_writer(it->second, caller)) {
       if (!own || ent(it->second).ino > ent(*own).ino) own = it->second;
-    } else if (entry_rt_[it->second].flushed) {
-      others_flushed = true;
+    } else if (closed(it->second)) {
+      others_closed = true;
     }
   }
   if (own) {
     *e = *own;
     return 0;
   }
-  if (others_flushed) commit_flushed(o, name, caller);
+  if (others_closed) commit_closed(o, name, caller);
   auto it = ort.committed.find(name);
   if (it == ort.committed.end()) return ENOENT;
   *e = it->second;
@@ -342,7 +367,7 @@ int Store::setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> 
     if (*change.size > obj(r.object).block_size) return EFBIG;
     if (!object_rt_[r.object].tracks.empty() && *change.size != r.size) return EINVAL;
     if (int err = resize(*entry, *change.size); err != 0) return err;
-    entry_rt_[*entry].flushed = false;
+    ent(*entry).flags &= ~layout::kEntryClosed;
     touch(r.times, true);
   }
   if (change.mode) *mode = *change.mode & (entry ? kEntryModeBits : 07777);
@@ -382,7 +407,7 @@ int Store::readdir(Ino dir, const Caller& caller, std::vector<DirEntry>* out) {
   }
   std::uint32_t o;
   if (int err = object_at(dir, &o); err != 0) return err == EPERM ? ENOTDIR : err;
-  commit_flushed(o, {}, caller);
+  commit_closed(o, {}, caller);
   for (auto& [name, e] : object_rt_[o].committed) out->push_back({name, entry_attr(e)});
   // The control files come last, and with inode numbers above any entry's, for tools that sort
   // by inode: `rm -r` then meets them once the entries are gone (see Store::unlink).
@@ -491,7 +516,8 @@ int Store::rename(Ino parent, std::string_view name, Ino new_parent, std::string
     touch(obj(o).times, false);
     return 0;
   }
-  if (parent == kRootIno || new_parent == kRootIno) return EPERM;  // no nesting
+  if (parent == kRootIno) return EPERM;      // an object into an object: no nesting
+  if (new_parent == kRootIno) return EXDEV;  // an entry out of its object: mv copies, and fails
   if (is_control_name(name) || is_control_name(new_name)) return EPERM;
   std::uint32_t o, new_o;
   if (int err = object_at(parent, &o); err != 0) return err;

@@ -192,7 +192,6 @@ class Store {
     std::uint32_t readers = 0;  // read-only handles
     std::uint32_t writers = 0;  // writable handles
     pid_t writer_tgid = 0;      // the process that created it
-    bool flushed = false;       // a writable descriptor was closed since the last write
     bool cache_primed = false;  // the kernel's page cache holds only committed bytes
     bool replaced = false;      // a zombie because a newer version took its name
     os::SegmentFile segment;
@@ -228,7 +227,8 @@ class Store {
   // The version of `name` that `caller` sees, committing flushed writes first.
   int visible_entry(std::uint32_t o, std::string_view name, const Caller& caller,
                     std::uint32_t* e);
-  void commit_flushed(std::uint32_t o, std::string_view name, const Caller& caller);
+  void commit_closed(std::uint32_t o, std::string_view name, const Caller& caller);
+  bool closed(std::uint32_t e) { return ent(e).flags & layout::kEntryClosed; }
 
   Attr object_attr(std::uint32_t o);
   Attr entry_attr(std::uint32_t e);

@@ -25,7 +25,8 @@ int Store::resolve_entry(Ino ino, std::uint32_t* e) const {
 
 int Store::getxattr(Ino ino, std::string_view name, std::string* value) {
   Guard guard(*this);
-  if (!is_user_name(name) || ino == kRootIno) return ENODATA;
+  if (!is_user_name(name)) return ENOTSUP;
+  if (ino == kRootIno) return ENODATA;
   std::uint32_t e;
   if (const Ref* ref = find(ino); ref == nullptr) {
     if (int err = resolve_entry(ino, &e); err != 0) return tickets_.contains(ino) ? err : ENOENT;
