@@ -176,7 +176,7 @@ TEST_F(DaemonTest, DefaultCapacityIsEnforced) {
   EXPECT_EQ(OpenErr(obj + "/c", O_WRONLY | O_CREAT), Err(ENOSPC));
   ASSERT_EQ(ErrOf(::unlink((obj + "/b").c_str())), kOk);
   Fd fd = Open(obj + "/c", O_WRONLY | O_CREAT);
-  ASSERT_TRUE(fd.ok()) << ErrOf(-1);
+  ASSERT_TRUE(fd.ok()) << LastErr();
   EXPECT_EQ(ErrOf(::ftruncate(fd.get(), 4097)), Err(EFBIG));
   EXPECT_EQ(ErrOf(::ftruncate(fd.get(), 4096)), kOk);
 }

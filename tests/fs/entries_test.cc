@@ -24,7 +24,7 @@ class EntriesTest : public MountTest {
 TEST_F(EntriesTest, CloseCommitsANewEntry) {
   std::string e = Entry("e");
   Fd fd = Open(e, O_WRONLY | O_CREAT, 0640);
-  ASSERT_TRUE(fd.ok()) << ErrOf(-1);
+  ASSERT_TRUE(fd.ok()) << LastErr();
   ASSERT_EQ(WriteAll(fd.get(), "hello"), kOk);
   EXPECT_EQ(FGetXattr(fd.get(), xattr::kState), "write");
   EXPECT_EQ(FGetXattr(fd.get(), xattr::kSeq), "0");
@@ -46,7 +46,7 @@ TEST_F(EntriesTest, CloseCommitsANewEntry) {
 TEST_F(EntriesTest, ReadWriteCreateWorksToo) {
   std::string e = Entry("e");
   Fd fd = Open(e, O_RDWR | O_CREAT);
-  ASSERT_TRUE(fd.ok()) << ErrOf(-1);
+  ASSERT_TRUE(fd.ok()) << LastErr();
   ASSERT_EQ(WriteAll(fd.get(), "read-write"), kOk);
   EXPECT_EQ(ReadFd(fd.get()), "read-write");
   ASSERT_EQ(fd.Close(), kOk);

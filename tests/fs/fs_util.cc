@@ -14,6 +14,8 @@ namespace smos::test {
 
 Err ErrOf(long rc) { return rc < 0 ? Err(errno) : kOk; }
 
+Err LastErr() { return Err(errno); }
+
 std::ostream& operator<<(std::ostream& os, Err err) {
   if (err.ok()) return os << "OK";
   const char* name = strerrorname_np(err.value());

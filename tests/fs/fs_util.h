@@ -35,6 +35,8 @@ inline constexpr Err kOk{0};
 
 // The outcome of a call that returned rc: kOk when rc >= 0, else Err(errno).
 Err ErrOf(long rc);
+// The current errno, for messages after a call that failed: `<< LastErr()`.
+Err LastErr();
 void PrintTo(Err err, std::ostream* os);
 std::ostream& operator<<(std::ostream& os, Err err);
 

@@ -75,7 +75,7 @@ TEST_F(LifecycleTest, UnlinkWithAReaderLeavesAZombieThatKeepsItsBytes) {
   Fd reader = Open(e, O_RDONLY);
   ASSERT_TRUE(reader.ok());
   void* map = ::mmap(nullptr, bytes.size(), PROT_READ, MAP_SHARED, reader.get(), 0);
-  ASSERT_NE(map, MAP_FAILED) << ErrOf(-1);
+  ASSERT_NE(map, MAP_FAILED) << LastErr();
   ASSERT_EQ(ErrOf(::unlink(e.c_str())), kOk);
 
   // The name is gone at once...
@@ -170,7 +170,7 @@ TEST_F(ExplicitCommitTest, CloseWithoutCommitDiscardsTheEntryAndFreesItsSlot) {
   std::string e = obj_ + "/e";
   for (int round = 0; round < 5; ++round) {
     Fd fd = Open(e, O_WRONLY | O_CREAT);
-    ASSERT_TRUE(fd.ok()) << "round " << round << ": " << ErrOf(-1);
+    ASSERT_TRUE(fd.ok()) << "round " << round << ": " << LastErr();
     ASSERT_EQ(WriteAll(fd.get(), Pattern(4096, round)), kOk);
     ASSERT_EQ(fd.Close(), kOk);
     // Gone for the writer itself and for everyone else.
@@ -187,7 +187,7 @@ TEST_F(ExplicitCommitTest, CloseWithoutCommitDiscardsTheEntryAndFreesItsSlot) {
   for (const char* name : {"a", "b"}) {
     std::string path = obj_ + "/" + name;
     Fd fd = Open(path, O_WRONLY | O_CREAT);
-    ASSERT_TRUE(fd.ok()) << name << ": " << ErrOf(-1);
+    ASSERT_TRUE(fd.ok()) << name << ": " << LastErr();
     ASSERT_EQ(FSetXattr(fd.get(), xattr::kState, "idle"), kOk);
   }
   EXPECT_EQ(OpenErr(obj_ + "/c", O_WRONLY | O_CREAT), Err(ENOSPC));
@@ -217,7 +217,7 @@ TEST_F(ExplicitCommitTest, ACrashedWritersEntryNeverBecomesVisible) {
     return FSetXattr(fd.get(), xattr::kState, "idle").ok();
   }));
   Fd b = Open(obj_ + "/b", O_WRONLY | O_CREAT);
-  ASSERT_TRUE(b.ok()) << ErrOf(-1);
+  ASSERT_TRUE(b.ok()) << LastErr();
   ASSERT_EQ(FSetXattr(b.get(), xattr::kState, "idle"), kOk);
   EXPECT_EQ(OpenErr(obj_ + "/c", O_WRONLY | O_CREAT), Err(ENOSPC));
   EXPECT_EQ(ListDir(obj_).names, (std::vector<std::string>{"a", "b"}));

@@ -138,7 +138,7 @@ TEST_F(BudgetTest, FtruncatePastTheBudgetFailsWithEnospc) {
   const std::size_t size = kBudget / 2;
   ASSERT_EQ(ErrOf(::ftruncate(fd.get(), size)), kOk);
   void* map = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-  ASSERT_NE(map, MAP_FAILED) << ErrOf(-1);
+  ASSERT_NE(map, MAP_FAILED) << LastErr();
   std::fill_n(static_cast<char*>(map) + 4, size - 4, 'm');
   EXPECT_EQ(ErrOf(::msync(map, size, MS_SYNC)), kOk);
   ASSERT_EQ(ErrOf(::munmap(map, size)), kOk);
@@ -164,7 +164,7 @@ TEST_F(BudgetTest, AZombieHoldsItsMemoryUntilItsLastReaderCloses) {
 
   ASSERT_EQ(reader.Close(), kOk);
   EXPECT_TRUE(Eventually([&] { return ::ftruncate(writer.get(), size) == 0; }))
-      << "the zombie's memory never came back: " << ErrOf(-1);
+      << "the zombie's memory never came back: " << LastErr();
   ASSERT_EQ(writer.Close(), kOk);
   EXPECT_EQ(ReadFile(obj + "/new").value.size(), size);
 }

@@ -48,7 +48,7 @@ TEST_F(MmapTest, ASharedMappingOfAnEntryHoldsItsCommittedBytes) {
   Fd fd = Open(e, O_RDONLY);
   ASSERT_TRUE(fd.ok());
   Mapping map(fd.get(), bytes.size());
-  ASSERT_TRUE(map.ok()) << ErrOf(-1);
+  ASSERT_TRUE(map.ok()) << LastErr();
   EXPECT_TRUE(map.bytes() == bytes);
 
   // Another process maps the same bytes.
@@ -70,7 +70,7 @@ TEST_F(MmapTest, FtruncateThenMmapWritesAnEntryOfKnownSize) {
   ASSERT_TRUE(fd.ok());
   ASSERT_EQ(ErrOf(::ftruncate(fd.get(), size)), kOk);
   void* map = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-  ASSERT_NE(map, MAP_FAILED) << ErrOf(-1);
+  ASSERT_NE(map, MAP_FAILED) << LastErr();
   std::copy(bytes.begin(), bytes.end(), static_cast<char*>(map));
   EXPECT_EQ(ErrOf(::msync(map, size, MS_SYNC)), kOk);
   ASSERT_EQ(ErrOf(::munmap(map, size)), kOk);
@@ -102,9 +102,9 @@ TEST_F(MmapTest, TheSegmentIsAnAbsolutePathHoldingExactlyTheEntrysBytes) {
   EXPECT_EQ(static_cast<std::size_t>(st.st_size), bytes.size());
 
   Fd direct = Open(segment.value, O_RDONLY);
-  ASSERT_TRUE(direct.ok()) << ErrOf(-1);
+  ASSERT_TRUE(direct.ok()) << LastErr();
   Mapping map(direct.get(), bytes.size());
-  ASSERT_TRUE(map.ok()) << ErrOf(-1);
+  ASSERT_TRUE(map.ok()) << LastErr();
   EXPECT_TRUE(map.bytes() == bytes);
   EXPECT_TRUE(ReadFd(direct.get()) == bytes);
 }

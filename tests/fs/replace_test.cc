@@ -22,7 +22,7 @@ class ReplaceTest : public MountTest {
   // Creates path in an object in explicit mode and commits it with data.
   void CommitExplicitly(const std::string& path, std::string_view data) {
     Fd fd = Open(path, O_WRONLY | O_CREAT);
-    ASSERT_TRUE(fd.ok()) << ErrOf(-1);
+    ASSERT_TRUE(fd.ok()) << LastErr();
     ASSERT_EQ(WriteAll(fd.get(), data), kOk);
     ASSERT_EQ(FSetXattr(fd.get(), xattr::kState, "idle"), kOk);
     ASSERT_EQ(fd.Close(), kOk);
@@ -75,7 +75,7 @@ TEST_F(ReplaceTest, OthersReadTheOldVersionUntilTheNewOneCommits) {
 
 TEST_F(ReplaceTest, TheReplacingWriterSeesItsNewVersion) {
   Fd fd = Open(entry_, O_WRONLY | O_TRUNC);
-  ASSERT_TRUE(fd.ok()) << ErrOf(-1);
+  ASSERT_TRUE(fd.ok()) << LastErr();
   EXPECT_EQ(FGetXattr(fd.get(), xattr::kState), "write");
   ASSERT_EQ(WriteAll(fd.get(), kNew), kOk);
   struct stat st;
@@ -98,7 +98,7 @@ TEST_F(ReplaceTest, SettingStateToIdleCommitsAReplace) {
   ASSERT_NO_FATAL_FAILURE(CommitExplicitly(e, kOld));
 
   Fd replace = Open(e, O_WRONLY | O_TRUNC);
-  ASSERT_TRUE(replace.ok()) << ErrOf(-1);
+  ASSERT_TRUE(replace.ok()) << LastErr();
   ASSERT_EQ(WriteAll(replace.get(), kNew), kOk);
   ASSERT_EQ(FSetXattr(replace.get(), xattr::kState, "idle"), kOk);
   // Committed while the writer still holds its descriptor.
@@ -115,7 +115,7 @@ TEST_F(ReplaceTest, AnUncommittedReplaceInExplicitModeLeavesTheOldVersion) {
   ASSERT_NO_FATAL_FAILURE(CommitExplicitly(e, kOld));
 
   Fd replace = Open(e, O_WRONLY | O_TRUNC);
-  ASSERT_TRUE(replace.ok()) << ErrOf(-1);
+  ASSERT_TRUE(replace.ok()) << LastErr();
   ASSERT_EQ(WriteAll(replace.get(), kNew), kOk);
   ASSERT_EQ(replace.Close(), kOk);  // without a commit: discarded
 

@@ -24,7 +24,7 @@ std::map<std::string, std::string> Snapshot(const Smosd& smosd) {
     std::ostringstream s;
     struct stat st;
     if (::stat(path.c_str(), &st) != 0) {
-      s << "stat: " << ErrOf(-1);
+      s << "stat: " << LastErr();
       return s.str();
     }
     s << "ino=" << st.st_ino << " mode=" << std::oct << st.st_mode << std::dec
@@ -136,6 +136,17 @@ TEST_F(RestartTest, ARestartAfterSigkillRecoversEveryCommittedEntry) {
   }
 }
 
+TEST_F(RestartTest, AnEntryClosedJustBeforeACrashSurvivesIt) {
+  // close() has returned, so the entry is committed, even if nobody has looked at it since.
+  std::string obj = MakeObject("obj");
+  ASSERT_EQ(WriteFile(obj + "/e", "closed"), kOk);
+  smosd_.Kill();
+  ASSERT_TRUE(smosd_.Unmount());
+  ASSERT_TRUE(smosd_.StartAgain());
+  EXPECT_EQ(ReadFile(obj + "/e"), "closed");
+  EXPECT_EQ(GetXattr(obj + "/e", xattr::kSeq), "1");
+}
+
 TEST_F(RestartTest, WriteEntriesLostInACrashGiveBackTheirSlots) {
   std::string obj = MakeObject("obj", {{xattr::kCapacity, "2"}});
   ASSERT_EQ(WriteFile(obj + "/kept", "kept"), kOk);
@@ -183,6 +194,7 @@ TEST_F(RestartTest, ResetStartsEmpty) {
 TEST_F(RestartTest, AStaleMountIsClearedOrRefusedWithAHint) {
   std::string obj = MakeObject("obj");
   ASSERT_EQ(WriteFile(obj + "/e", "survives"), kOk);
+  ASSERT_EQ(ReadFile(obj + "/e"), "survives");
   smosd_.Kill();
   ASSERT_TRUE(smosd_.IsMounted());
   EXPECT_EQ(StatSpace(smosd_.mountpoint()).err, Err(ENOTCONN)) << "not a stale mount";
