@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -111,30 +112,35 @@ TEST_F(DaemonTest, HelpAndVersionExitZero) {
   }
 }
 
-class BadOptionTest : public DaemonTest,
-                      public ::testing::WithParamInterface<std::vector<std::string>> {};
+// A test name from a parameter: its letters and digits, at most 24 of them.
+template <typename Param>
+std::string ParamName(const ::testing::TestParamInfo<Param>& info, std::string_view text) {
+  std::string name;
+  for (char c : text) {
+    if (std::isalnum(static_cast<unsigned char>(c)) && name.size() < 24) name += c;
+  }
+  return std::to_string(info.index) + "_" + name;
+}
+
+class BadOptionTest : public DaemonTest, public ::testing::WithParamInterface<std::string> {};
 
 TEST_P(BadOptionTest, ExitsWithTwoAndAMessage) {
-  std::vector<std::string> args = {"-f", "--store=" + smosd_.store()};
-  args.insert(args.end(), GetParam().begin(), GetParam().end());
-  args.push_back(smosd_.mountpoint());
-  EXPECT_EQ(smosd_.RunToExit(args), 2);
+  EXPECT_EQ(smosd_.RunToExit({"-f", "--store=" + smosd_.store(), GetParam(), smosd_.mountpoint()}),
+            2);
   EXPECT_FALSE(smosd_.IsMounted());
   std::string log = smosd_.Log();
   EXPECT_GT(log.size(), log.find('\n') + 1) << "no message";
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Options, BadOptionTest,
-    ::testing::Values(
-        std::vector<std::string>{"--no-such-option"}, std::vector<std::string>{"--memory=12Q"},
-        std::vector<std::string>{"--memory=lots"}, std::vector<std::string>{"--block-size=-1"},
-        std::vector<std::string>{"--block-size=1X"}, std::vector<std::string>{"--capacity=abc"},
-        std::vector<std::string>{"--log-level=loud"}, std::vector<std::string>{"--store=bad/name"},
-        std::vector<std::string>{"--store=bad.name"},
-        std::vector<std::string>{"--store=" + std::string(65, 's')},
-        std::vector<std::string>{"--max-objects=many"},
-        std::vector<std::string>{"--max-entries=-3"}));
+INSTANTIATE_TEST_SUITE_P(Options, BadOptionTest,
+                         ::testing::Values("--no-such-option", "--memory=12Q", "--memory=lots",
+                                           "--block-size=-1", "--block-size=1X", "--capacity=abc",
+                                           "--log-level=loud", "--store=bad/name",
+                                           "--store=bad.name", "--store=" + std::string(65, 's'),
+                                           "--max-objects=many", "--max-entries=-3"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return ParamName(info, info.param);
+                         });
 
 TEST_F(DaemonTest, AMissingMountpointExitsWithTwo) {
   EXPECT_EQ(smosd_.RunToExit({"-f", "--store=" + smosd_.store()}), 2);
@@ -142,12 +148,12 @@ TEST_F(DaemonTest, AMissingMountpointExitsWithTwo) {
 
 // --capacity and --block-size are the defaults of new objects; sizes take K, M, G, T
 // suffixes (powers of 1024, any case, with an optional B or iB).
-class DefaultsTest : public DaemonTest,
-                     public ::testing::WithParamInterface<std::pair<const char*, const char*>> {};
+using SizeAndBytes = std::pair<std::string, std::string>;
+class DefaultsTest : public DaemonTest, public ::testing::WithParamInterface<SizeAndBytes> {};
 
 TEST_P(DefaultsTest, NewObjectsGetTheConfiguredDefaults) {
   auto [block_size, bytes] = GetParam();
-  ASSERT_TRUE(smosd_.Start({"--capacity=7", std::string("--block-size=") + block_size}));
+  ASSERT_TRUE(smosd_.Start({"--capacity=7", "--block-size=" + block_size}));
   std::string obj = smosd_.Path("obj");
   ASSERT_EQ(ErrOf(::mkdir(obj.c_str(), 0755)), kOk);
   EXPECT_EQ(GetXattr(obj, xattr::kCapacity), "7");
@@ -160,12 +166,15 @@ TEST_P(DefaultsTest, NewObjectsGetTheConfiguredDefaults) {
   EXPECT_EQ(GetXattr(obj, xattr::kCapacity), "7");
 }
 
-INSTANTIATE_TEST_SUITE_P(Sizes, DefaultsTest,
-                         ::testing::Values(std::pair{"4096", "4096"}, std::pair{"64K", "65536"},
-                                           std::pair{"1m", "1048576"},
-                                           std::pair{"2G", "2147483648"},
-                                           std::pair{"3MiB", "3145728"}, std::pair{"5kb", "5120"},
-                                           std::pair{"1T", "1099511627776"}));
+INSTANTIATE_TEST_SUITE_P(
+    Sizes, DefaultsTest,
+    ::testing::Values(SizeAndBytes{"4096", "4096"}, SizeAndBytes{"64K", "65536"},
+                      SizeAndBytes{"1m", "1048576"}, SizeAndBytes{"2G", "2147483648"},
+                      SizeAndBytes{"3MiB", "3145728"}, SizeAndBytes{"5kb", "5120"},
+                      SizeAndBytes{"1T", "1099511627776"}),
+    [](const ::testing::TestParamInfo<SizeAndBytes>& info) {
+      return ParamName(info, info.param.first);
+    });
 
 TEST_F(DaemonTest, DefaultCapacityIsEnforced) {
   ASSERT_TRUE(smosd_.Start({"--capacity=2", "--block-size=4K"}));
