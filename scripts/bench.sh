@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Build smosd and smos_bench, then run the benchmark of issue 4 (docs/benchmarks.md): every
+# workload on a fresh smos mount and on tmpfs, one table line each, with the ratio to tmpfs.
+#
+# usage: scripts/bench.sh [smos_bench options]     e.g. scripts/bench.sh --quick
+#   Options pass through to smos_bench: --quick, --only W[,W...], --markdown, --memory SIZE,
+#   --timeout SEC. The default size takes under 3 minutes, --quick under 30 seconds.
+#   SMOS_BUILD_DIR picks the build directory (default build/). Build output goes to stderr, so
+#   stdout is the table alone.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+dir=${SMOS_BUILD_DIR:-build}
+
+if [[ -x scripts/build.sh ]]; then
+  scripts/build.sh "$dir" >&2
+else
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo >&2
+  cmake --build "$dir" -j "$(nproc)" >&2
+fi
+
+bench=$dir/smos_bench
+# Until smos_bench is a CMake target, build it by hand (when its source is newer).
+if ! grep -q 'smos_bench' CMakeLists.txt && [[ ! -x $bench || bench/smos_bench.cc -nt $bench ]]; then
+  echo "bench.sh: building $bench" >&2
+  "${CXX:-g++}" -std=c++20 -O2 -g -Wall -Wextra -Iinclude bench/smos_bench.cc -o "$bench"
+fi
+
+exec "$bench" --smosd "$dir/smosd" "$@"
