@@ -2,6 +2,9 @@
 // checksums. Nothing is lost or duplicated, and no slot or byte of memory leaks.
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <functional>
 #include <memory>
 #include <random>
 #include <set>

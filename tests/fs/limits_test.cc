@@ -1,9 +1,12 @@
 // Limits: block_size (EFBIG), the memory budget and the entry table (ENOSPC). After every
 // refusal, what was there before is still intact.
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "fs/mount_fixture.h"
 

@@ -208,9 +208,9 @@ std::optional<int> Smosd::RunToExit(const std::vector<std::string>& args) {
   if (pid < 0) return std::nullopt;
   std::optional<int> status = WaitForExit(pid, kExitDeadline);
   if (!status) {
-    // It runs (and perhaps mounted) when it should have exited: put it down like a daemon.
-    pid_ = pid;
-    Shutdown();
+    // It runs (and perhaps mounted) when it should have exited. The destructor unmounts.
+    ::kill(pid, SIGTERM);
+    if (!WaitForExit(pid, kExitDeadline)) KillAndReap(pid);
   }
   return status;
 }
