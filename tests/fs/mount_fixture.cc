@@ -246,7 +246,7 @@ void Smosd::Shutdown() {
   if (pid_ > 0) {
     // An unmount ends a healthy daemon by itself; SIGTERM and SIGKILL are for the others.
     if (IsMounted()) RunTool({kFusermount, "-u", mountpoint_});
-    if (std::optional<int> status = WaitForExit(pid_, kExitDeadline)) {
+    if (WaitForExit(pid_, kExitDeadline)) {
       pid_ = -1;
     } else {
       Stop(SIGTERM);
