@@ -47,7 +47,7 @@ Attr Store::ticket_attr(Ino ino, const Ticket& t) {
 int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr* out) {
   ObjectRt& ort = object_rt_[o];
   if (kind == 2) {
-    commit_closed(o, {}, caller);
+    commit_closed(o, {}, &caller);
     if (!ort.by_seq.empty()) {
       *out = entry_attr(ort.by_seq.rbegin()->second);
       out->stable_name = false;  // .latest moves on with every commit
@@ -113,7 +113,7 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
   }
 
   if (writable) return EPERM;
-  commit_closed(o, {}, caller);
+  commit_closed(o, {}, &caller);
   if (t.kind == Control::kLatest) {
     // The object was empty at lookup; whatever is newest now will do.
     if (object_rt_[o].by_seq.empty()) return ENOENT;

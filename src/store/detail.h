@@ -16,6 +16,10 @@ namespace smos::detail {
 // the kernel (FUSE_HANDLE_KILLPRIV_V2) that a write needs no privilege killed.
 inline constexpr std::uint32_t kEntryModeBits = 0777;
 
+// The answer for an inode number the store no longer knows: the kernel reached it through a
+// name it still caches, and ESTALE makes it walk the path again (retry_estale in the VFS).
+inline constexpr int kStaleInode = ESTALE;
+
 inline std::string_view name_of(const layout::Name& n) { return {n.bytes, n.len}; }
 
 inline void set_name(layout::Name& n, std::string_view name) {

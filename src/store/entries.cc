@@ -240,7 +240,7 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
     return open_ticket(ino, t->second, flags, caller, out, waiter);
   }
   const Ref* ref = find(ino);
-  if (ref == nullptr) return ENOENT;
+  if (ref == nullptr) return kStaleInode;
   if (ref->is_object) return EISDIR;
   const std::uint32_t e = ref->index;
   layout::EntryRecord& r = ent(e);
@@ -255,9 +255,9 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
       *out = OpenFile{new_fh(e, writable), false, false};
       return 0;
     case EntryState::kCommitted:
-      // A newer version that its writer has closed takes the name now; the kernel reached
-      // this one through a cached name, so it must look the name up again.
-      commit_closed(r.object, name_of(r.name), caller);
+      // A newer version that its writer has closed (the opener included) takes the name now;
+      // the kernel reached this one through a cached name, so it must look the name up again.
+      commit_closed(r.object, name_of(r.name), nullptr);
       if (r.state == EntryState::kZombie) return ESTALE;
       if (writable) {
         if (!(flags & O_TRUNC)) return EPERM;

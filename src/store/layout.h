@@ -17,7 +17,7 @@ namespace smos::layout {
 
 inline constexpr std::uint64_t kMagic = 0x31534f4d53534d53ull;  // "SMSSMOS1"
 // Bump whenever any struct below changes shape or meaning.
-inline constexpr std::uint32_t kVersion = 2;
+inline constexpr std::uint32_t kVersion = 3;
 inline constexpr std::size_t kNameMax = 255;
 inline constexpr std::uint32_t kNoObject = 0xffffffffu;
 inline constexpr std::size_t kTracksMax = 1024;  // bytes of an object's canonical track layout
@@ -44,11 +44,14 @@ struct Name {
   char bytes[kNameMax + 1];  // NUL-terminated for the logs' sake
 };
 
-// Free-form user.* attributes, packed as repeated [u16 name_len][u32 value_len][name][value].
+// Free-form user.* attributes, packed as repeated [u8 name_len][u16 value_len][name][value].
+// Every name is at least "user.x", so the cap allows at most kUserXattrCap / 6 attributes, and
+// their headers fit in the room past the cap.
+inline constexpr std::size_t kXattrRecordHeader = 3;
 struct XattrBlob {
   std::uint32_t used;
   std::uint32_t reserved;
-  char data[xattr::kUserXattrCap + 96];
+  char data[xattr::kUserXattrCap + xattr::kUserXattrCap / 6 * kXattrRecordHeader + 8];
 };
 
 struct ObjectRecord {
@@ -110,7 +113,7 @@ inline constexpr bool kIsSharedPod = std::is_trivially_copyable_v<T> && std::is_
 
 static_assert(kIsSharedPod<Timestamps> && sizeof(Timestamps) == 24);
 static_assert(kIsSharedPod<Name> && sizeof(Name) == 258);
-static_assert(kIsSharedPod<XattrBlob> && sizeof(XattrBlob) == 4104);
+static_assert(kIsSharedPod<XattrBlob> && sizeof(XattrBlob) == 6016);
 static_assert(kIsSharedPod<ObjectRecord> && sizeof(ObjectRecord) == 1368);
 static_assert(kIsSharedPod<EntryRecord> && sizeof(EntryRecord) == 336);
 static_assert(kIsSharedPod<StoreHeader> && sizeof(StoreHeader) == 120);

@@ -175,7 +175,7 @@ const Store::Ref* Store::find(Ino ino) const {
 int Store::object_at(Ino ino, std::uint32_t* o) const {
   if (ino == kRootIno) return EPERM;
   const Ref* ref = find(ino);
-  if (ref == nullptr) return ENOENT;
+  if (ref == nullptr) return kStaleInode;
   if (!ref->is_object) return ENOTDIR;
   *o = ref->index;
   return 0;
@@ -193,14 +193,14 @@ bool Store::is_writer(std::uint32_t e, const Caller& caller) const {
   return caller.pid == tgid || os::thread_group_of(caller.pid) == tgid;
 }
 
-void Store::commit_closed(std::uint32_t o, std::string_view name, const Caller& caller) {
+void Store::commit_closed(std::uint32_t o, std::string_view name, const Caller* observer) {
   if (obj(o).commit != CommitMode::kClose) return;
   ObjectRt& ort = object_rt_[o];
   auto [first, last] = name.empty() ? std::pair(ort.pending.begin(), ort.pending.end())
                                     : ort.pending.equal_range(name);
   std::vector<std::uint32_t> ready;
   for (auto it = first; it != last; ++it) {
-    if (closed(it->second) && !is_writer(it->second, caller)) {
+    if (closed(it->second) && !(observer && is_writer(it->second, *observer))) {
       ready.push_back(it->second);
     }
   }
@@ -209,24 +209,26 @@ void Store::commit_closed(std::uint32_t o, std::string_view name, const Caller& 
   for (std::uint32_t e : ready) commit(e);
 }
 
-int Store::visible_entry(std::uint32_t o, std::string_view name, const Caller& caller,
-                         std::uint32_t* e) {
-  ObjectRt& ort = object_rt_[o];
-  auto [first, last] = ort.pending.equal_range(name);
+std::optional<std::uint32_t> Store::own_pending(std::uint32_t o, std::string_view name,
+                                                const Caller& caller) const {
   std::optional<std::uint32_t> own;
-  bool others_closed = false;
+  auto [first, last] = object_rt_[o].pending.equal_range(name);
   for (auto it = first; it != last; ++it) {
-    if (is_writer(it->second, caller)) {
-      if (!own || ent(it->second).ino > ent(*own).ino) own = it->second;
-    } else if (closed(it->second)) {
-      others_closed = true;
+    if (is_writer(it->second, caller) && (!own || meta_->entry(it->second).ino > meta_->entry(*own).ino)) {
+      own = it->second;
     }
   }
-  if (own) {
+  return own;
+}
+
+int Store::visible_entry(std::uint32_t o, std::string_view name, const Caller& caller,
+                         std::uint32_t* e) {
+  if (std::optional<std::uint32_t> own = own_pending(o, name, caller)) {
     *e = *own;
     return 0;
   }
-  if (others_closed) commit_closed(o, name, caller);
+  commit_closed(o, name, &caller);
+  ObjectRt& ort = object_rt_[o];
   auto it = ort.committed.find(name);
   if (it == ort.committed.end()) return ENOENT;
   *e = it->second;
@@ -317,7 +319,7 @@ int Store::getattr(Ino ino, Attr* out) {
     return 0;
   }
   const Ref* ref = find(ino);
-  if (ref == nullptr) return ENOENT;
+  if (ref == nullptr) return kStaleInode;
   *out = ref->is_object ? object_attr(ref->index) : entry_attr(ref->index);
   return 0;
 }
@@ -343,7 +345,7 @@ int Store::setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> 
     mode = &h.root_mode, uid = &h.root_uid, gid = &h.root_gid, times = &h.root_times;
   } else {
     const Ref* ref = find(ino);
-    if (ref == nullptr) return ENOENT;
+    if (ref == nullptr) return kStaleInode;
     if (ref->is_object) {
       layout::ObjectRecord& r = obj(ref->index);
       mode = &r.mode, uid = &r.uid, gid = &r.gid, times = &r.times;
@@ -407,7 +409,7 @@ int Store::readdir(Ino dir, const Caller& caller, std::vector<DirEntry>* out) {
   }
   std::uint32_t o;
   if (int err = object_at(dir, &o); err != 0) return err == EPERM ? ENOTDIR : err;
-  commit_closed(o, {}, caller);
+  commit_closed(o, {}, &caller);
   for (auto& [name, e] : object_rt_[o].committed) out->push_back({name, entry_attr(e)});
   // The control files come last, and with inode numbers above any entry's, for tools that sort
   // by inode: `rm -r` then meets them once the entries are gone (see Store::unlink).
@@ -439,7 +441,7 @@ int Store::mkdir(Ino parent, std::string_view name, mode_t mode, const Caller& c
                  Attr* out) {
   if (int err = check_name(name); err != 0) return err;
   Guard guard(*this);
-  if (parent != kRootIno) return find(parent) ? EPERM : ENOENT;
+  if (parent != kRootIno) return find(parent) ? EPERM : kStaleInode;
   if (objects_by_name_.contains(std::string(name))) return EEXIST;
   std::uint32_t o;
   if (int err = new_object_record(&o); err != 0) return err;
@@ -486,7 +488,7 @@ void Store::remove_object(std::uint32_t o) {
 
 int Store::rmdir(Ino parent, std::string_view name) {
   Guard guard(*this);
-  if (parent != kRootIno) return find(parent) ? ENOTDIR : ENOENT;
+  if (parent != kRootIno) return find(parent) ? ENOTDIR : kStaleInode;
   std::uint32_t o;
   if (int err = find_object(name, &o); err != 0) return err;
   const ObjectRt& ort = object_rt_[o];

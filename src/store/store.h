@@ -107,6 +107,8 @@ class Store {
 
   // Names and attributes.
   int lookup(Ino parent, std::string_view name, const Caller& caller, Attr* out);
+  // Of an entry being replaced, the old version's: the kernel has one inode for both, and the
+  // old version's readers must keep its size (their mappings depend on it).
   int getattr(Ino ino, Attr* out);
   // `fh` is the handle the kernel passed along (ftruncate), if any.
   int setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> fh,
@@ -146,10 +148,13 @@ class Store {
   int release(std::uint64_t fh);
 
   // Extended attributes.
-  int getxattr(Ino ino, std::string_view name, std::string* value);
-  int setxattr(Ino ino, std::string_view name, std::string_view value, int flags);
-  int listxattr(Ino ino, std::string* names);
-  int removexattr(Ino ino, std::string_view name);
+  // On an entry, these address the caller's own version being written under the entry's name,
+  // if any: the kernel sends fgetxattr(2) of a replacing descriptor to the old inode.
+  int getxattr(Ino ino, std::string_view name, std::string* value, const Caller& caller = {});
+  int setxattr(Ino ino, std::string_view name, std::string_view value, int flags,
+               const Caller& caller = {});
+  int listxattr(Ino ino, std::string* names, const Caller& caller = {});
+  int removexattr(Ino ino, std::string_view name, const Caller& caller = {});
 
   StoreStats stats();
 
@@ -227,7 +232,11 @@ class Store {
   // The version of `name` that `caller` sees, committing flushed writes first.
   int visible_entry(std::uint32_t o, std::string_view name, const Caller& caller,
                     std::uint32_t* e);
-  void commit_closed(std::uint32_t o, std::string_view name, const Caller& caller);
+  // Commits the closed write entries of `name` (all names if empty), except the observer's own.
+  void commit_closed(std::uint32_t o, std::string_view name, const Caller* observer);
+  // The caller's newest write entry of `name`, if it is writing one.
+  std::optional<std::uint32_t> own_pending(std::uint32_t o, std::string_view name,
+                                           const Caller& caller) const;
   bool closed(std::uint32_t e) { return ent(e).flags & layout::kEntryClosed; }
 
   Attr object_attr(std::uint32_t o);
@@ -263,6 +272,8 @@ class Store {
   void drop_ticket_if_unused(Ino ino);
   // The entry that an inode stands for: itself, or a ticket's bound entry. ENOENT otherwise.
   int resolve_entry(Ino ino, std::uint32_t* e) const;
+  // The entry record an xattr call on `ino` is about: see getxattr().
+  int xattr_target(Ino ino, const Caller& caller, const Ref** object, std::uint32_t* e);
 
   const StoreOptions options_;
   // Guards everything below, and all of the metadata segment. Slot files are read and written

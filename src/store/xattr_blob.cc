@@ -10,8 +10,9 @@ namespace smos::xattr_blob {
 
 namespace {
 
-// Each record: [u16 name_len][u32 value_len][name bytes][value bytes], packed.
-constexpr std::size_t kRecordHeader = sizeof(std::uint16_t) + sizeof(std::uint32_t);
+// Each record: [u8 name_len][u16 value_len][name bytes][value bytes], packed.
+constexpr std::size_t kRecordHeader = layout::kXattrRecordHeader;
+static_assert(kRecordHeader == sizeof(std::uint8_t) + sizeof(std::uint16_t));
 
 struct Record {
   std::size_t offset;  // of the record header
@@ -25,8 +26,8 @@ template <typename Fn>
 bool find_record(const layout::XattrBlob& blob, Fn fn, Record* found = nullptr) {
   std::size_t at = 0;
   while (at + kRecordHeader <= blob.used) {
-    std::uint16_t name_len;
-    std::uint32_t value_len;
+    std::uint8_t name_len;
+    std::uint16_t value_len;
     std::memcpy(&name_len, blob.data + at, sizeof name_len);
     std::memcpy(&value_len, blob.data + at + sizeof name_len, sizeof value_len);
     const char* name = blob.data + at + kRecordHeader;
@@ -76,14 +77,14 @@ int set(layout::XattrBlob& blob, std::string_view name, std::string_view value, 
   if (!exists && (flags & XATTR_REPLACE)) return ENODATA;
   std::size_t total = payload(blob) - (exists ? old.name.size() + old.value.size() : 0);
   if (total + name.size() + value.size() > xattr::kUserXattrCap) return ENOSPC;
-  if (name.size() > UINT16_MAX) return ERANGE;
+  if (name.size() > UINT8_MAX) return ERANGE;  // XATTR_NAME_MAX is 255
+  if (name.size() < 6) return EINVAL;         // "user." and at least one more byte
   if (exists) erase(blob, old);
-  static_assert(sizeof(blob.data) >= xattr::kUserXattrCap + 16 * kRecordHeader);
   const std::size_t need = kRecordHeader + name.size() + value.size();
-  if (blob.used + need > sizeof(blob.data)) return ENOSPC;  // many tiny attributes
+  if (blob.used + need > sizeof(blob.data)) return ENOSPC;  // cannot happen within the cap
   char* at = blob.data + blob.used;
-  auto name_len = static_cast<std::uint16_t>(name.size());
-  auto value_len = static_cast<std::uint32_t>(value.size());
+  auto name_len = static_cast<std::uint8_t>(name.size());
+  auto value_len = static_cast<std::uint16_t>(value.size());
   std::memcpy(at, &name_len, sizeof name_len);
   std::memcpy(at + sizeof name_len, &value_len, sizeof value_len);
   std::memcpy(at + kRecordHeader, name.data(), name.size());

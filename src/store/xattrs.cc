@@ -23,14 +23,30 @@ int Store::resolve_entry(Ino ino, std::uint32_t* e) const {
   return 0;
 }
 
-int Store::getxattr(Ino ino, std::string_view name, std::string* value) {
+int Store::xattr_target(Ino ino, const Caller& caller, const Ref** object, std::uint32_t* e) {
+  *object = nullptr;
+  const Ref* ref = find(ino);
+  if (ref == nullptr) return tickets_.contains(ino) ? resolve_entry(ino, e) : kStaleInode;
+  if (ref->is_object) {
+    *object = ref;
+    return 0;
+  }
+  *e = ref->index;
+  const layout::EntryRecord& r = ent(*e);
+  if (r.state != EntryState::kWrite && r.object != layout::kNoObject) {
+    if (auto own = own_pending(r.object, name_of(r.name), caller)) *e = *own;
+  }
+  return 0;
+}
+
+int Store::getxattr(Ino ino, std::string_view name, std::string* value, const Caller& caller) {
   Guard guard(*this);
   if (!is_user_name(name)) return ENOTSUP;
   if (ino == kRootIno) return ENODATA;
+  const Ref* ref;
   std::uint32_t e;
-  if (const Ref* ref = find(ino); ref == nullptr) {
-    if (int err = resolve_entry(ino, &e); err != 0) return tickets_.contains(ino) ? err : ENOENT;
-  } else if (ref->is_object) {
+  if (int err = xattr_target(ino, caller, &ref, &e); err != 0) return err;
+  if (ref != nullptr) {
     const std::uint32_t o = ref->index;
     const layout::ObjectRecord& r = obj(o);
     if (name == xattr::kCapacity) {
@@ -51,8 +67,6 @@ int Store::getxattr(Ino ino, std::string_view name, std::string* value) {
       return xattr_blob::get(meta_->object_xattrs(o), name, value);
     }
     return 0;
-  } else {
-    e = ref->index;
   }
 
   const layout::EntryRecord& r = ent(e);
@@ -83,14 +97,15 @@ int Store::getxattr(Ino ino, std::string_view name, std::string* value) {
   return 0;
 }
 
-int Store::setxattr(Ino ino, std::string_view name, std::string_view value, int flags) {
+int Store::setxattr(Ino ino, std::string_view name, std::string_view value, int flags,
+                    const Caller& caller) {
   if (!is_user_name(name)) return ENOTSUP;
   Guard guard(*this);
   if (ino == kRootIno) return EPERM;
+  const Ref* ref;
   std::uint32_t e;
-  if (const Ref* ref = find(ino); ref == nullptr) {
-    if (int err = resolve_entry(ino, &e); err != 0) return tickets_.contains(ino) ? EPERM : ENOENT;
-  } else if (ref->is_object) {
+  if (int err = xattr_target(ino, caller, &ref, &e); err != 0) return err == ENODATA ? EPERM : err;
+  if (ref != nullptr) {
     const std::uint32_t o = ref->index;
     layout::ObjectRecord& r = obj(o);
     ObjectRt& ort = object_rt_[o];
@@ -125,8 +140,6 @@ int Store::setxattr(Ino ino, std::string_view name, std::string_view value, int 
     }
     touch(r.times, false);
     return 0;
-  } else {
-    e = ref->index;
   }
 
   layout::EntryRecord& r = ent(e);
@@ -141,7 +154,7 @@ int Store::setxattr(Ino ino, std::string_view name, std::string_view value, int 
   return 0;
 }
 
-int Store::listxattr(Ino ino, std::string* names) {
+int Store::listxattr(Ino ino, std::string* names, const Caller& caller) {
   Guard guard(*this);
   names->clear();
   if (ino == kRootIno) return 0;
@@ -149,10 +162,10 @@ int Store::listxattr(Ino ino, std::string* names) {
     names->append(n);
     names->push_back('\0');
   };
+  const Ref* ref;
   std::uint32_t e;
-  if (const Ref* ref = find(ino); ref == nullptr) {
-    if (resolve_entry(ino, &e) != 0) return tickets_.contains(ino) ? 0 : ENOENT;
-  } else if (ref->is_object) {
+  if (int err = xattr_target(ino, caller, &ref, &e); err != 0) return err == ENODATA ? 0 : err;
+  if (ref != nullptr) {
     for (const char* n : {xattr::kCapacity, xattr::kBlockSize, xattr::kCommit, xattr::kEntries,
                           xattr::kBytes}) {
       add(n);
@@ -160,8 +173,6 @@ int Store::listxattr(Ino ino, std::string* names) {
     if (!object_rt_[ref->index].tracks.empty()) add(xattr::kTracks);
     xattr_blob::list(meta_->object_xattrs(ref->index), names);
     return 0;
-  } else {
-    e = ref->index;
   }
   for (const char* n : {xattr::kState, xattr::kReaders, xattr::kSeq, xattr::kSegment, xattr::kName}) {
     add(n);
@@ -172,18 +183,14 @@ int Store::listxattr(Ino ino, std::string* names) {
   return 0;
 }
 
-int Store::removexattr(Ino ino, std::string_view name) {
+int Store::removexattr(Ino ino, std::string_view name, const Caller& caller) {
   if (!is_user_name(name)) return ENOTSUP;
   Guard guard(*this);
   if (ino == kRootIno || is_smos_name(name)) return EPERM;
+  const Ref* ref;
   std::uint32_t e;
-  if (const Ref* ref = find(ino); ref == nullptr) {
-    if (resolve_entry(ino, &e) != 0) return tickets_.contains(ino) ? EPERM : ENOENT;
-  } else if (ref->is_object) {
-    return xattr_blob::remove(meta_->object_xattrs(ref->index), name);
-  } else {
-    e = ref->index;
-  }
+  if (int err = xattr_target(ino, caller, &ref, &e); err != 0) return err == ENODATA ? EPERM : err;
+  if (ref != nullptr) return xattr_blob::remove(meta_->object_xattrs(ref->index), name);
   if (ent(e).state != EntryState::kWrite) return EPERM;
   return xattr_blob::remove(meta_->entry_xattrs(e), name);
 }
