@@ -1,0 +1,213 @@
+// Commits: explicit mode, the sequence counter, immutability, and the atomic replace.
+#include <cerrno>
+#include <string>
+#include <vector>
+
+#include "store_fixture.h"
+
+namespace smos::test {
+namespace {
+
+using StoreCommitTest = StoreTest;
+
+TEST_F(StoreCommitTest, ExplicitModeDiscardsAnUncommittedEntryOnRelease) {
+  Ino obj = MakeObject("o", {{xattr::kCommit, "explicit"}, {xattr::kCapacity, "1"}});
+  const StoreStats before = store().stats();
+  Attr attr;
+  std::uint64_t fh = Create(obj, "e", &attr);
+  ASSERT_EQ(Write(fh, 0, Pattern(8192, 1)), 0);
+  EXPECT_EQ(store().stats().memory_used, 8192u);
+  EXPECT_EQ(store().stats().free_entries, before.free_entries - 1);
+
+  ASSERT_EQ(store().release(fh), 0);
+  EXPECT_EQ(InoOf(obj, "e", Me()), 0u);
+  EXPECT_EQ(InoOf(obj, "e", Other()), 0u);
+  EXPECT_TRUE(Gone(attr.ino));
+  EXPECT_EQ(store().stats().memory_used, 0u);
+  EXPECT_EQ(store().stats().free_entries, before.free_entries);
+  EXPECT_EQ(Xattr(obj, xattr::kBytes), "0");
+
+  // The one entry of capacity is free again.
+  std::uint64_t again = Create(obj, "f", &attr);
+  ASSERT_NE(again, 0u);
+  ASSERT_EQ(Write(again, 0, "kept"), 0);
+  ASSERT_EQ(SetXattr(attr.ino, xattr::kState, "idle"), 0);
+  ASSERT_EQ(store().release(again), 0);
+  EXPECT_EQ(ContentsOf(InoOf(obj, "f", Other()), Other()), "kept");
+}
+
+TEST_F(StoreCommitTest, ExplicitModeIgnoresFlushes) {
+  Ino obj = MakeObject("o", {{xattr::kCommit, "explicit"}});
+  std::uint64_t fh = Create(obj, "e");
+  ASSERT_EQ(Write(fh, 0, "x"), 0);
+  ASSERT_EQ(store().flush(fh), 0);
+  EXPECT_EQ(InoOf(obj, "e", Other()), 0u);
+  EXPECT_EQ(Listing(obj, Other()), Names{});
+  ASSERT_EQ(store().release(fh), 0);
+  EXPECT_EQ(InoOf(obj, "e", Other()), 0u);
+}
+
+TEST_F(StoreCommitTest, SettingStateIdleCommitsAtOnce) {
+  Ino obj = MakeObject("o");
+  Attr attr;
+  std::uint64_t fh = Create(obj, "e", &attr);
+  ASSERT_EQ(Write(fh, 0, "now"), 0);
+  ASSERT_EQ(SetXattr(attr.ino, xattr::kState, "idle\n"), 0);
+  EXPECT_EQ(Xattr(attr.ino, xattr::kState), "idle");
+  EXPECT_EQ(InoOf(obj, "e", Other()), attr.ino);
+  IoSpan span;
+  EXPECT_EQ(store().prepare_write(fh, 0, 1, &span), EPERM);
+  ASSERT_EQ(store().release(fh), 0);
+  EXPECT_EQ(Xattr(attr.ino, xattr::kSeq), "1");
+  EXPECT_EQ(ContentsOf(attr.ino, Other()), "now");
+}
+
+TEST_F(StoreCommitTest, EachCommitTakesTheNextSeq) {
+  Ino obj = MakeObject("o", {{xattr::kCommit, "explicit"}});
+  std::vector<Ino> inos;
+  for (const char* name : {"a", "b", "c"}) {
+    Attr attr;
+    std::uint64_t fh = Create(obj, name, &attr);
+    ASSERT_EQ(SetXattr(attr.ino, xattr::kState, "idle"), 0);
+    ASSERT_EQ(store().release(fh), 0);
+    inos.push_back(attr.ino);
+  }
+  EXPECT_EQ(Xattr(inos[0], xattr::kSeq), "1");
+  EXPECT_EQ(Xattr(inos[1], xattr::kSeq), "2");
+  EXPECT_EQ(Xattr(inos[2], xattr::kSeq), "3");
+
+  // Committing a committed entry again changes nothing.
+  EXPECT_EQ(SetXattr(inos[0], xattr::kState, "idle"), 0);
+  EXPECT_EQ(Xattr(inos[0], xattr::kSeq), "1");
+  // Sequence numbers count per object.
+  Ino other = MakeObject("p");
+  EXPECT_EQ(Xattr(Put(other, "a", "x"), xattr::kSeq), "1");
+}
+
+TEST_F(StoreCommitTest, OnlyIdleIsAStateToSet) {
+  Ino obj = MakeObject("o");
+  Attr attr;
+  std::uint64_t fh = Create(obj, "e", &attr);
+  for (const char* value : {"busy", "zombie", "write", "", "IDLE"}) {
+    EXPECT_EQ(SetXattr(attr.ino, xattr::kState, value), EINVAL) << value;
+  }
+  EXPECT_EQ(Xattr(attr.ino, xattr::kState), "write");
+  ASSERT_EQ(store().release(fh), 0);
+}
+
+TEST_F(StoreCommitTest, ACommittedEntryCannotBeOpenedForWriting) {
+  Ino obj = MakeObject("o");
+  Ino ino = Put(obj, "e", "fixed");
+  OpenFile file;
+  EXPECT_EQ(store().open(ino, O_WRONLY, Me(), &file), EPERM);
+  EXPECT_EQ(store().open(ino, O_RDWR, Me(), &file), EPERM);
+  EXPECT_EQ(store().open(ino, O_WRONLY | O_APPEND, Other(), &file), EPERM);
+  Attr attr;
+  EXPECT_EQ(store().create(obj, "e", 0644, kCreateFlags, Me(), &attr, &file), EPERM);
+  EXPECT_EQ(ContentsOf(ino, Other()), "fixed");
+}
+
+TEST_F(StoreCommitTest, ACommittedEntryCannotBeTruncated) {
+  Ino obj = MakeObject("o");
+  Ino ino = Put(obj, "e", "fixed");
+  SetAttr change;
+  change.size = 0;
+  Attr attr;
+  EXPECT_EQ(store().setattr(ino, change, std::nullopt, Me(), &attr), EPERM);
+  change.size = 100;
+  EXPECT_EQ(store().setattr(ino, change, std::nullopt, Other(), &attr), EPERM);
+  ASSERT_EQ(GetAttr(ino, &attr), 0);
+  EXPECT_EQ(attr.size, 5u);
+  EXPECT_EQ(store().stats().memory_used, 5u);
+}
+
+TEST_F(StoreCommitTest, UserXattrsAreFrozenAtCommit) {
+  Ino obj = MakeObject("o");
+  Attr attr;
+  std::uint64_t fh = Create(obj, "e", &attr);
+  ASSERT_EQ(SetXattr(attr.ino, "user.dtype", "float32"), 0);
+  ASSERT_EQ(SetXattr(attr.ino, "user.tmp", "1"), 0);
+  ASSERT_EQ(RemoveXattr(attr.ino, "user.tmp"), 0);
+  ASSERT_EQ(store().release(fh), 0);
+
+  EXPECT_EQ(SetXattr(attr.ino, "user.dtype", "int8"), EPERM);
+  EXPECT_EQ(SetXattr(attr.ino, "user.shape", "1,2"), EPERM);
+  EXPECT_EQ(RemoveXattr(attr.ino, "user.dtype"), EPERM);
+  EXPECT_EQ(Xattr(attr.ino, "user.dtype"), "float32");
+  EXPECT_EQ(Xattr(attr.ino, "user.tmp"), "<ENODATA>");
+  EXPECT_EQ(Xattr(attr.ino, "user.shape"), "<ENODATA>");
+}
+
+TEST_F(StoreCommitTest, TruncatingOpenReplacesAtomically) {
+  Ino obj = MakeObject("o");
+  const std::string old_bytes = Pattern(5000, 1);
+  const std::string new_bytes = Pattern(7000, 2);
+  Ino old_ino = Put(obj, "w", old_bytes);
+  std::uint64_t reader = OpenRead(old_ino, Other());
+
+  OpenFile writer;
+  ASSERT_EQ(store().open(old_ino, O_WRONLY | O_TRUNC, Me(), &writer), 0);
+  EXPECT_TRUE(writer.direct_io) << "the new version is written under the old inode";
+  ASSERT_EQ(Write(writer.fh, 0, new_bytes), 0);
+
+  // Until the commit, everyone else gets the old version.
+  Attr attr;
+  ASSERT_EQ(store().lookup(obj, "w", Other(), &attr), 0);
+  EXPECT_EQ(attr.ino, old_ino);
+  EXPECT_EQ(attr.size, old_bytes.size());
+  EXPECT_EQ(ContentsOf(old_ino, Other()), old_bytes);
+  EXPECT_EQ(Xattr(old_ino, xattr::kState), "busy");
+  EXPECT_EQ(Xattr(obj, xattr::kEntries), "1");
+
+  ASSERT_EQ(store().release(writer.fh), 0);
+  ASSERT_EQ(store().lookup(obj, "w", Other(), &attr), 0);
+  const Ino new_ino = attr.ino;
+  EXPECT_NE(new_ino, old_ino);
+  EXPECT_EQ(attr.size, new_bytes.size());
+  EXPECT_EQ(ContentsOf(new_ino, Other()), new_bytes);
+  EXPECT_EQ(Xattr(new_ino, xattr::kSeq), "2");
+  EXPECT_EQ(Listing(obj, Other()), Names{"w"});
+  EXPECT_EQ(Xattr(obj, xattr::kEntries), "1");
+
+  // The old version lives on for its reader, unchanged.
+  EXPECT_EQ(Xattr(old_ino, xattr::kState), "zombie");
+  EXPECT_EQ(Contents(reader), old_bytes);
+  EXPECT_EQ(store().stats().memory_used, old_bytes.size() + new_bytes.size());
+  ASSERT_EQ(store().release(reader), 0);
+  EXPECT_TRUE(Gone(old_ino));
+  EXPECT_EQ(store().stats().memory_used, new_bytes.size());
+}
+
+TEST_F(StoreCommitTest, AReplaceWithoutReadersFreesTheOldVersionAtCommit) {
+  Ino obj = MakeObject("o", {{xattr::kCapacity, "2"}});
+  Ino old_ino = Put(obj, "w", Pattern(3000, 1));
+  OpenFile writer;
+  ASSERT_EQ(store().open(old_ino, O_WRONLY | O_TRUNC, Me(), &writer), 0);
+  ASSERT_EQ(Write(writer.fh, 0, "new"), 0);
+  ASSERT_EQ(store().release(writer.fh), 0);
+
+  EXPECT_TRUE(Gone(old_ino));
+  EXPECT_EQ(store().stats().memory_used, 3u);
+  EXPECT_EQ(ContentsOf(InoOf(obj, "w", Other()), Other()), "new");
+  EXPECT_NE(Put(obj, "second", "x"), 0u) << "the old version's place in capacity is free";
+}
+
+TEST_F(StoreCommitTest, AnUncommittedReplaceIsDiscardedInExplicitMode) {
+  Ino obj = MakeObject("o", {{xattr::kCommit, "explicit"}});
+  Attr attr;
+  std::uint64_t fh = Create(obj, "w", &attr);
+  ASSERT_EQ(Write(fh, 0, "old"), 0);
+  ASSERT_EQ(SetXattr(attr.ino, xattr::kState, "idle"), 0);
+  ASSERT_EQ(store().release(fh), 0);
+
+  OpenFile writer;
+  ASSERT_EQ(store().open(attr.ino, O_WRONLY | O_TRUNC, Me(), &writer), 0);
+  ASSERT_EQ(Write(writer.fh, 0, "half-written"), 0);
+  ASSERT_EQ(store().release(writer.fh), 0);
+  EXPECT_EQ(InoOf(obj, "w", Other()), attr.ino);
+  EXPECT_EQ(ContentsOf(attr.ino, Other()), "old");
+  EXPECT_EQ(store().stats().memory_used, 3u);
+}
+
+}  // namespace
+}  // namespace smos::test
