@@ -15,16 +15,16 @@ constexpr long kFuseSuperMagic = 0x65735546;
 }
 
 MountpointState probe_mountpoint(const std::string& path) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) {
+  // statfs, unlike stat, is never answered from the kernel's caches: a FUSE mount whose daemon
+  // died answers ENOTCONN even right after its root was looked at.
+  struct statfs fs;
+  if (statfs(path.c_str(), &fs) != 0) {
     return errno == ENOTCONN ? MountpointState::kStale : MountpointState::kMissing;
   }
-  if (!S_ISDIR(st.st_mode)) return MountpointState::kNotADir;
-  struct statfs fs;
-  if (statfs(path.c_str(), &fs) == 0 && fs.f_type == kFuseSuperMagic) {
-    return MountpointState::kLiveFuse;
-  }
-  return MountpointState::kReady;
+  if (fs.f_type == kFuseSuperMagic) return MountpointState::kLiveFuse;
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return MountpointState::kMissing;
+  return S_ISDIR(st.st_mode) ? MountpointState::kReady : MountpointState::kNotADir;
 }
 
 int detach_mount(const std::string& path) {
