@@ -33,7 +33,7 @@ is_ours() {
   [[ $1 == "$tmp"/* || ${CI:-} == true ]] && return 0
   local p
   for p in /proc/[0-9]*; do
-    tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qxF -- "$1" || continue
+    { tr '\0' '\n' <"$p/cmdline"; } 2>/dev/null | grep -qxF -- "$1" || continue
     grep -qzxF "SMOS_TEST_RUN=$SMOS_TEST_RUN" "$p/environ" 2>/dev/null && return 0
   done
   return 1
