@@ -178,6 +178,39 @@ TEST_F(StoreCommitTest, TruncatingOpenReplacesAtomically) {
   EXPECT_EQ(store().stats().memory_used, new_bytes.size());
 }
 
+TEST_F(StoreCommitTest, AFlushedReplaceCommitsWhenAnotherCallerLooksTheNameUp) {
+  Ino obj = MakeObject("o");
+  Ino old_ino = Put(obj, "w", "old");
+  OpenFile writer;
+  ASSERT_EQ(store().open(old_ino, O_WRONLY | O_TRUNC, Me(), &writer), 0);
+  ASSERT_EQ(Write(writer.fh, 0, "new!"), 0);
+  ASSERT_EQ(store().flush(writer.fh), 0);
+
+  const Ino new_ino = InoOf(obj, "w", Other());
+  EXPECT_NE(new_ino, old_ino);
+  EXPECT_EQ(ContentsOf(new_ino, Other()), "new!");
+  EXPECT_TRUE(Gone(old_ino));
+  IoSpan span;
+  EXPECT_EQ(store().prepare_write(writer.fh, 0, 1, &span), EPERM);
+  ASSERT_EQ(store().release(writer.fh), 0);
+  EXPECT_EQ(InoOf(obj, "w", Other()), new_ino);
+  EXPECT_EQ(store().stats().memory_used, 4u);
+}
+
+TEST_F(StoreCommitTest, TruncatingAReplacingHandleResizesTheNewVersion) {
+  Ino obj = MakeObject("o");
+  Ino old_ino = Put(obj, "w", "old bytes");
+  OpenFile writer;
+  ASSERT_EQ(store().open(old_ino, O_WRONLY | O_TRUNC, Me(), &writer), 0);
+  SetAttr change;
+  change.size = 4096;
+  Attr attr;
+  ASSERT_EQ(store().setattr(old_ino, change, writer.fh, Me(), &attr), 0);
+  EXPECT_EQ(ContentsOf(old_ino, Other()), "old bytes") << "the old version is untouched";
+  ASSERT_EQ(store().release(writer.fh), 0);
+  EXPECT_EQ(ContentsOf(InoOf(obj, "w", Other()), Other()), std::string(4096, '\0'));
+}
+
 TEST_F(StoreCommitTest, AReplaceWithoutReadersFreesTheOldVersionAtCommit) {
   Ino obj = MakeObject("o", {{xattr::kCapacity, "2"}});
   Ino old_ino = Put(obj, "w", Pattern(3000, 1));

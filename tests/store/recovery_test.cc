@@ -1,5 +1,6 @@
 // Reattaching to a store, as a restarted daemon does: committed state survives, nothing else.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <string>
@@ -141,6 +142,25 @@ TEST_F(StoreRecoveryTest, AClosedWriteEntryIsCommittedByAReattach) {
   EXPECT_EQ(store().stats().memory_used, 1u + 12u);
 }
 
+TEST_F(StoreRecoveryTest, AClosedReplaceWinsAtAReattach) {
+  Ino obj = MakeObject("o");
+  Ino old_ino = Put(obj, "w", "old");
+  OpenFile writer;
+  ASSERT_EQ(store().open(old_ino, O_WRONLY | O_TRUNC, Me(), &writer), 0);
+  ASSERT_EQ(Write(writer.fh, 0, "newer"), 0);
+  ASSERT_EQ(store().flush(writer.fh), 0);
+
+  ASSERT_EQ(Reopen(), 0);
+  const Ino ino = InoOf(obj, "w", Other());
+  EXPECT_NE(ino, old_ino);
+  EXPECT_EQ(ContentsOf(ino, Other()), "newer");
+  EXPECT_EQ(Xattr(ino, xattr::kSeq), "2");
+  EXPECT_TRUE(Gone(old_ino));
+  EXPECT_EQ(store().stats().memory_used, 5u);
+  EXPECT_EQ(store().stats().free_entries, options().max_entries - 1);
+  EXPECT_EQ(Xattr(obj, xattr::kEntries), "1");
+}
+
 TEST_F(StoreRecoveryTest, ZombiesAreFreedByAReattach) {
   Ino obj = MakeObject("o");
   const std::string kept = Pattern(2000, 1);
@@ -167,6 +187,22 @@ TEST_F(StoreRecoveryTest, ZombiesAreFreedByAReattach) {
   EXPECT_EQ(store().stats().memory_used, 8u);
   EXPECT_EQ(store().stats().free_entries, options().max_entries - 1);
   EXPECT_EQ(Xattr(obj, xattr::kEntries), "1");
+}
+
+TEST_F(StoreRecoveryTest, AnEntryWhoseSlotFileIsGoneIsDroppedByAReattach) {
+  Ino obj = MakeObject("o");
+  Ino lost = Put(obj, "lost", Pattern(5000, 1));
+  const std::string kept = Pattern(3000, 2);
+  Ino kept_ino = Put(obj, "kept", kept);
+  ASSERT_EQ(unlink(Xattr(lost, xattr::kSegment).c_str()), 0);
+
+  ASSERT_EQ(Reopen(), 0);
+  EXPECT_EQ(InoOf(obj, "lost", Other()), 0u);
+  EXPECT_EQ(Listing(obj, Other()), Names{"kept"});
+  EXPECT_EQ(ContentsOf(kept_ino, Other()), kept);
+  EXPECT_EQ(store().stats().memory_used, kept.size());
+  EXPECT_EQ(store().stats().free_entries, options().max_entries - 1);
+  EXPECT_NE(Put(obj, "lost", "again"), 0u);
 }
 
 TEST_F(StoreRecoveryTest, ResetStartsEmpty) {
