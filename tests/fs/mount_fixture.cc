@@ -13,7 +13,6 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
-#include <set>
 #include <sstream>
 #include <thread>
 
@@ -42,36 +41,19 @@ std::string UniqueStoreName() {
   return name;
 }
 
-struct MountInfo {
-  std::string id;
-  std::string mountpoint;
-  std::string fstype;
-};
-
-std::vector<MountInfo> Mounts() {
-  std::vector<MountInfo> mounts;
+// The mount points of this mount namespace, from /proc/self/mountinfo.
+std::vector<std::string> MountPoints() {
+  std::vector<std::string> points;
   std::ifstream in("/proc/self/mountinfo");
   std::string line;
   while (std::getline(in, line)) {
-    // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER"
+    // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ..."
     std::istringstream fields(line);
-    MountInfo info;
-    std::string skip;
-    fields >> info.id >> skip >> skip >> skip >> info.mountpoint;
-    std::size_t dash = line.find(" - ");
-    if (dash == std::string::npos) continue;
-    std::istringstream(line.substr(dash + 3)) >> info.fstype;
-    mounts.push_back(std::move(info));
+    std::string skip, point;
+    fields >> skip >> skip >> skip >> skip >> point;
+    points.push_back(std::move(point));
   }
-  return mounts;
-}
-
-std::set<std::string> FuseMountIds(const std::string& mountpoint) {
-  std::set<std::string> ids;
-  for (const MountInfo& m : Mounts()) {
-    if (m.mountpoint == mountpoint && m.fstype.rfind("fuse", 0) == 0) ids.insert(m.id);
-  }
-  return ids;
+  return points;
 }
 
 std::string Join(const std::vector<std::string>& args) {
@@ -107,10 +89,10 @@ Smosd::Smosd() : store_(UniqueStoreName()) {
 Smosd::~Smosd() {
   Shutdown();
   for (const std::string& file : StoreFiles()) ::unlink(file.c_str());
-  for (const MountInfo& m : Mounts()) {
-    if (m.mountpoint.rfind(dir_ + "/", 0) == 0) {
+  for (const std::string& point : MountPoints()) {
+    if (point.rfind(dir_ + "/", 0) == 0) {
       // Never remove_all through a mount: that would walk into the store (or hang).
-      ADD_FAILURE() << "left " << dir_ << " in place: " << m.mountpoint << " is still mounted";
+      ADD_FAILURE() << "left " << dir_ << " in place: " << point << " is still mounted";
       return;
     }
   }
@@ -164,7 +146,6 @@ bool Smosd::RunTool(const std::vector<std::string>& argv) {
   argv.insert(argv.end(), args.begin(), args.end());
   argv.push_back(mountpoint_);
 
-  std::set<std::string> before = FuseMountIds(mountpoint_);
   pid_ = Spawn(argv);
   if (pid_ < 0) return ::testing::AssertionFailure() << "cannot spawn smosd";
   auto deadline = std::chrono::steady_clock::now() + kMountDeadline;
@@ -175,10 +156,9 @@ bool Smosd::RunTool(const std::vector<std::string>& argv) {
              << "smosd exited with status " << *status << " before mounting; log:\n"
              << Tail(Log(), 8000);
     }
-    std::set<std::string> now = FuseMountIds(mountpoint_);
-    bool fresh = std::any_of(now.begin(), now.end(),
-                             [&](const std::string& id) { return before.count(id) == 0; });
-    if (fresh) {
+    // A live FUSE mount answers statfs. (Mount ids cannot tell a new mount from the stale one
+    // it replaced: the kernel reuses them. A stale mount fails with ENOTCONN.)
+    if (IsMounted()) {
       Space space = StatSpace(mountpoint_);
       if (space.err.ok() && space.type == kFuseSuperMagic) return ::testing::AssertionSuccess();
     }
@@ -231,9 +211,8 @@ void Smosd::Kill() {
 }
 
 bool Smosd::IsMounted() const {
-  std::vector<MountInfo> mounts = Mounts();
-  return std::any_of(mounts.begin(), mounts.end(),
-                     [&](const MountInfo& m) { return m.mountpoint == mountpoint_; });
+  std::vector<std::string> points = MountPoints();
+  return std::find(points.begin(), points.end(), mountpoint_) != points.end();
 }
 
 bool Smosd::Unmount() {
