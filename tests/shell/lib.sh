@@ -56,28 +56,21 @@ xattr() { getfattr --absolute-names --only-values -n "$1" "$2"; }
 is_mounted() { awk -v m="$mnt" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
 # The ids of the mounts stacked on $mnt, oldest first.
 mount_ids() { awk -v m="$mnt" '$5 == m { print $1 }' /proc/self/mountinfo; }
-# Whether $mnt carries a mount that is not in the id list $1.
-has_new_mount() {
-  local id
-  for id in $(mount_ids); do
-    [[ " $1 " == *" $id "* ]] || return 0
-  done
-  return 1
-}
+# Whether a live FUSE filesystem answers on $mnt. statfs(2) always asks the daemon (a stale
+# mount fails with ENOTCONN), and a plain directory has another type.
+is_live_fuse() { [[ $(stat -f -c %t "$mnt" 2>/dev/null) == 65735546 ]]; }
 
 # start_daemon [SMOSD_OPTIONS...]: smosd in the foreground, in the background of this shell;
 # returns once its mount is up. Sets $daemon_pid.
 #
 # `mountpoint -q` alone is not enough: on a stale mount whose root attributes the kernel still
-# caches, it succeeds before the new daemon has mounted. So wait for a new mount id.
+# caches, it succeeds before the new daemon has mounted.
 start_daemon() {
-  local old_ids
-  old_ids=$(mount_ids | xargs)
   "$SMOSD" --store="$store" -f "$@" "$mnt" >>"$log" 2>&1 &
   daemon_pid=$!
   daemon_pids+=("$daemon_pid")
   local deadline=$((SECONDS + 20))
-  until has_new_mount "$old_ids" && mountpoint -q "$mnt" 2>/dev/null; do
+  until is_live_fuse && mountpoint -q "$mnt" 2>/dev/null; do
     if ! kill -0 "$daemon_pid" 2>/dev/null; then
       local rc=0
       wait "$daemon_pid" || rc=$?
