@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what is missing, build twice, and run every test under both builds:
 #   build/       RelWithDebInfo
-#   build-asan/  the same with -DSMOS_SANITIZE=address,undefined
+#   build-asan/  -DSMOS_SANITIZE=address,undefined, at -O1 with assertions on
 # Exits non-zero if any build or test fails, or if a test left a FUSE mount behind.
 # The last line is the summary: "test.sh: N passed, N failed[, N skipped]".
 #
@@ -24,8 +24,11 @@ export TMPDIR=$tmp
 # can be traced back to it.
 export SMOS_TEST_RUN="$$.$RANDOM"
 
-# FUSE mounts under /tmp, one mountpoint a line, as /proc/mounts spells them.
-fuse_mounts() { awk '$3 ~ /^fuse/ && $2 ~ /^\/tmp\// { print $2 }' /proc/mounts | sort -u; }
+# FUSE mounts under /tmp or $tmp, one mountpoint a line, as /proc/mounts spells them.
+fuse_mounts() {
+  awk -v t="$tmp/" '$3 ~ /^fuse/ && (index($2, "/tmp/") == 1 || index($2, t) == 1) { print $2 }' \
+    /proc/mounts | sort -u
+}
 
 # Whether a mount that appeared during the run is this run's: it is under $tmp, or the
 # process serving it carries our mark, or this is CI, where nothing else mounts.
@@ -83,7 +86,8 @@ run_suite() {
 run_suite release build
 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} \
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1} \
-  run_suite asan build-asan -DSMOS_SANITIZE=address,undefined
+  run_suite asan build-asan -DSMOS_SANITIZE=address,undefined \
+  -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g"
 
 # No test may leave a mount behind. Ours are reported, cleared, and fail the run. Outside CI,
 # a new mount that cannot be traced to this run (its daemon is gone, or not ours) may be
