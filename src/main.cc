@@ -198,13 +198,14 @@ int serve(const Options& opts, smos::Store& store) {
   for (auto& w : words) argv.push_back(w.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
 
-  smos::fs::Context context{&store, {}};
+  smos::fs::Context context{&store};
   const fuse_lowlevel_ops& ops = smos::fs::operations();
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &context);
   if (se == nullptr) {
     spdlog::error("bad FUSE options: {}", opts.fuse_options);
     return 2;
   }
+  context.session = se;
   int rc = 1;
   if (fuse_set_signal_handlers(se) == 0) {
     if (fuse_session_mount(se, opts.mountpoint.c_str()) == 0 &&
@@ -213,9 +214,10 @@ int serve(const Options& opts, smos::Store& store) {
                    opts.mountpoint, opts.store.memory_budget);
       fuse_daemonize(opts.foreground ? 1 : 0);
       smos::fs::Notifier notifier(se);
-      store.set_name_listener([&notifier](smos::Ino parent, const std::string& name) {
-        notifier.invalidate_entry(parent, name);
-      });
+      store.set_name_listener(
+          [&notifier, &store](smos::Ino parent, const std::string& name, smos::Ino old) {
+            notifier.invalidate_entry(parent, name, [&store, old] { store.name_settled(old); });
+          });
       fuse_loop_config* loop = fuse_loop_cfg_create();
       fuse_loop_cfg_set_max_threads(loop, 64);
       fuse_loop_cfg_set_idle_threads(loop, 8);

@@ -22,6 +22,7 @@ const fuse_lowlevel_ops& operations();
 // Passed to fuse_session_new() as userdata.
 struct Context {
   Store* store;
+  fuse_session* session = nullptr;  // set once the session exists
   os::FuseChannel channel;
 };
 

@@ -17,10 +17,11 @@ Notifier::~Notifier() {
   thread_.join();
 }
 
-void Notifier::invalidate_entry(std::uint64_t parent, std::string name) {
+void Notifier::invalidate_entry(std::uint64_t parent, std::string name,
+                                std::function<void()> done) {
   {
     std::lock_guard lock(mu_);
-    queue_.emplace_back(parent, std::move(name));
+    queue_.push_back(Job{parent, std::move(name), std::move(done)});
   }
   wake_.notify_one();
 }
@@ -30,14 +31,15 @@ void Notifier::run() {
   for (;;) {
     wake_.wait(lock, [this] { return stop_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stopping, and nothing left to send
-    auto [parent, name] = std::move(queue_.front());
+    Job job = std::move(queue_.front());
     queue_.pop_front();
     lock.unlock();
-    int err = fuse_lowlevel_notify_inval_entry(se_, parent, name.data(), name.size());
+    int err = fuse_lowlevel_notify_inval_entry(se_, job.parent, job.name.data(), job.name.size());
     // ENOENT: the kernel did not cache it. ENOTCONN: unmounted under us.
     if (err != 0 && err != -ENOENT && err != -ENOTCONN) {
-      spdlog::warn("invalidating {}/{}: {}", parent, name, err);
+      spdlog::warn("invalidating {}/{}: {}", job.parent, job.name, err);
     }
+    if (job.done) job.done();
     lock.lock();
   }
 }

@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -27,8 +28,9 @@ class Notifier {
   Notifier(const Notifier&) = delete;
   Notifier& operator=(const Notifier&) = delete;
 
-  // Never blocks on the kernel.
-  void invalidate_entry(std::uint64_t parent, std::string name);
+  // Never blocks on the kernel. `done` runs on the notifier's thread once the kernel has
+  // dropped the name (or never had it).
+  void invalidate_entry(std::uint64_t parent, std::string name, std::function<void()> done);
 
  private:
   void run();
@@ -36,7 +38,12 @@ class Notifier {
   fuse_session* const se_;
   std::mutex mu_;  // guards queue_ and stop_
   std::condition_variable wake_;
-  std::deque<std::pair<std::uint64_t, std::string>> queue_;
+  struct Job {
+    std::uint64_t parent;
+    std::string name;
+    std::function<void()> done;
+  };
+  std::deque<Job> queue_;
   bool stop_ = false;
   std::thread thread_;  // last: starts once the rest exists
 };

@@ -119,6 +119,12 @@ void op_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_f
   out.buf[0].fd = span.fd;
   out.buf[0].pos = off;
   ssize_t written = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
+  if (written < static_cast<ssize_t>(span.length)) {
+    guarded("write", [&] {
+      store_of(req).write_failed(fi->fh);
+      return 0;
+    });
+  }
   if (written < 0) {
     fuse_reply_err(req, static_cast<int>(-written));
   } else {
@@ -128,7 +134,15 @@ void op_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_f
 
 // Valid replies: fuse_reply_err.
 void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  fuse_reply_err(req, guarded("flush", [&] { return store_of(req).flush(fi->fh); }));
+  Store::StaleName stale;
+  int err = guarded("flush", [&] { return store_of(req).flush(fi->fh, &stale); });
+  if (err == 0 && stale.parent != 0) {
+    // Before close() returns, so that the closer's next open of the name finds the new
+    // version. Safe here: a flush holds no directory lock that the kernel needs for this.
+    fuse_session* se = static_cast<Context*>(fuse_req_userdata(req))->session;
+    fuse_lowlevel_notify_inval_entry(se, stale.parent, stale.name.data(), stale.name.size());
+  }
+  fuse_reply_err(req, err);
 }
 
 // Valid replies: fuse_reply_err.

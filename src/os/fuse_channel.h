@@ -4,6 +4,8 @@
 //  - FUSE_HANDLE_KILLPRIV_V2: the server kills suid/sgid/capabilities itself. smos entries have
 //    neither, and the kernel then sets SB_NOSEC, which stops the security.capability GETXATTR
 //    it otherwise sends before every write(2).
+//  - FUSE_DIRECT_IO_ALLOW_MMAP (kernel 6.6+): files opened with FOPEN_DIRECT_IO may still be
+//    mapped with MAP_SHARED. smos readers use direct I/O (see Store::open).
 // Install with fuse_session_custom_io() after fuse_session_mount().
 #pragma once
 
@@ -27,11 +29,13 @@ class FuseChannel {
 
   // Whether the kernel accepted the flags this channel added.
   bool killpriv_v2() const { return killpriv_v2_; }
+  bool direct_io_allow_mmap() const { return direct_io_allow_mmap_; }
 
  private:
   std::atomic<std::uint64_t> init_unique_{0};  // the INIT request, until it is answered
-  std::atomic<std::uint32_t> kernel_flags_{0};
+  std::atomic<std::uint64_t> kernel_flags_{0};  // flags | flags2 << 32
   bool killpriv_v2_ = false;
+  bool direct_io_allow_mmap_ = false;
 };
 
 }  // namespace smos::os

@@ -49,6 +49,7 @@ int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr*
   if (kind == 2) {
     commit_closed(o, {}, &caller);
     if (!ort.by_seq.empty()) {
+      entry_rt_[ort.by_seq.rbegin()->second].lookups++;
       *out = entry_attr(ort.by_seq.rbegin()->second);
       out->stable_name = false;  // .latest moves on with every commit
       return 0;
@@ -69,7 +70,7 @@ int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr*
 std::optional<std::uint32_t> Store::claim_oldest(std::uint32_t o) {
   for (auto [seq, e] : object_rt_[o].by_seq) {
     if (entry_rt_[e].readers > 0) continue;
-    name_changed(o, name_of(ent(e).name));
+    name_changed(o, e);
     unname(e);
     ent(e).state = EntryState::kZombie;  // nameless, alive for its one reader
     touch(ent(e).times, false);
@@ -185,10 +186,16 @@ bool Store::cancel_wait(std::uint64_t id) {
 
 void Store::forget(Ino ino, std::uint64_t count) {
   Guard guard(*this);
-  auto t = tickets_.find(ino);
-  if (t == tickets_.end()) return;
-  t->second.lookups -= std::min(count, t->second.lookups);
-  drop_ticket_if_unused(ino);
+  if (auto t = tickets_.find(ino); t != tickets_.end()) {
+    t->second.lookups -= std::min(count, t->second.lookups);
+    drop_ticket_if_unused(ino);
+    return;
+  }
+  if (const Ref* ref = find(ino); ref != nullptr && !ref->is_object) {
+    EntryRt& rt = entry_rt_[ref->index];
+    rt.lookups -= std::min(count, rt.lookups);
+    release_entry_if_unused(ref->index);
+  }
 }
 
 // An unopened ticket that the kernel still knows is handed out again; one it forgot is gone.

@@ -25,6 +25,7 @@ int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t 
   layout::ObjectRecord& orec = obj(o);
   ObjectRt& ort = object_rt_[o];
   if (ort.entries >= orec.capacity) return ENOSPC;
+  if (bytes_used_ >= options_.memory_budget) return ENOSPC;  // nothing could be written to it
   layout::StoreHeader& h = meta_->header();
   std::uint32_t e;
   if (!free_entries_.empty()) {
@@ -67,6 +68,8 @@ int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t 
   r.flags = 0;
   rt.cache_primed = false;
   rt.replaced = false;
+  rt.name_settled = false;
+  rt.lookups = 0;
   sync_segment_owner(e);
   ort.entries++;
   ort.pending.emplace(std::string(name), e);
@@ -101,14 +104,15 @@ int Store::sync_segment_owner(std::uint32_t e) {
   return err;
 }
 
-int Store::resize(std::uint32_t e, std::uint64_t size) {
+int Store::resize(std::uint32_t e, std::uint64_t size, std::uint64_t written_from) {
   layout::EntryRecord& r = ent(e);
   EntryRt& rt = entry_rt_[e];
   if (size == r.size) return 0;
   if (size > r.size) {
     const std::uint64_t grow = size - r.size;
     if (bytes_used_ + grow > options_.memory_budget) return ENOSPC;
-    if (int err = rt.segment.reserve(r.size, grow); err != 0) {
+    const std::uint64_t reserve_end = std::min(size, std::max(written_from, r.size));
+    if (int err = rt.segment.reserve(r.size, reserve_end - r.size); err != 0) {
       rt.segment.truncate(r.size);  // give back any part that was allocated
       return err;
     }
@@ -127,6 +131,7 @@ void Store::commit(std::uint32_t e) {
   layout::EntryRecord& r = ent(e);
   const std::uint32_t o = r.object;
   ObjectRt& ort = object_rt_[o];
+  const bool was_closed = closed(e);
   drop_pending(e);
   if (r.seq == 0) r.seq = obj(o).next_seq++;  // pushed entries reserved theirs at open
   touch(r.times, false);
@@ -135,9 +140,13 @@ void Store::commit(std::uint32_t e) {
   entry_rt_[e].cache_primed = false;
   if (auto it = ort.committed.find(name_of(r.name)); it != ort.committed.end()) {
     const std::uint32_t old = it->second;
-    name_changed(o, name_of(r.name));
     unname(old);
     entry_rt_[old].replaced = true;
+    if (was_closed) {
+      entry_rt_[old].name_settled = true;  // flush() had the kernel drop the name already
+    } else {
+      name_changed(o, old);
+    }
     retire(old);
   }
   ort.committed.emplace(std::string(name_of(r.name)), e);
@@ -171,7 +180,11 @@ void Store::retire(std::uint32_t e) {
 
 void Store::release_entry_if_unused(std::uint32_t e) {
   const EntryRt& rt = entry_rt_[e];
-  if (ent(e).state == EntryState::kZombie && rt.readers == 0 && rt.writers == 0) free_entry(e);
+  // A replaced version also lives while the kernel may still open it by inode (see forget()).
+  const bool looked_up = rt.replaced && rt.lookups > 0;
+  if (ent(e).state == EntryState::kZombie && rt.readers == 0 && rt.writers == 0 && !looked_up) {
+    free_entry(e);
+  }
 }
 
 void Store::free_entry(std::uint32_t e) {
@@ -224,6 +237,7 @@ int Store::create(Ino parent, std::string_view name, mode_t mode, int flags,
       if (int err = new_entry(o, name, mode, caller.uid, caller.gid, caller, &e); err != 0) {
         return err;
       }
+      entry_rt_[e].lookups++;
       *attr = entry_attr(e);
       *out = OpenFile{new_fh(e, true), false, false};
       return 0;
@@ -246,46 +260,51 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
   layout::EntryRecord& r = ent(e);
   EntryRt& rt = entry_rt_[e];
   const bool writable = (flags & O_ACCMODE) != O_RDONLY;
-  switch (r.state) {
-    case EntryState::kWrite:
-      if (!is_writer(e, caller)) return ENOENT;
-      if (writable && (flags & O_TRUNC)) {
-        if (int err = resize(e, 0); err != 0) return err;
-      }
-      *out = OpenFile{new_fh(e, writable), false, false};
-      return 0;
-    case EntryState::kCommitted:
-      // A newer version that its writer has closed (the opener included) takes the name now;
-      // the kernel reached this one through a cached name, so it must look the name up again.
-      commit_closed(r.object, name_of(r.name), nullptr);
-      if (r.state == EntryState::kZombie) return ESTALE;
-      if (writable) {
-        if (!(flags & O_TRUNC)) return EPERM;
-        // Atomic replace: a new version under the same name, written through the old inode's
-        // descriptor, so it must bypass that inode's page cache.
-        std::uint32_t fresh;
-        if (int err = new_entry(r.object, name_of(r.name), r.mode, r.uid, r.gid, caller, &fresh);
-            err != 0) {
-          return err;
-        }
-        *out = OpenFile{new_fh(fresh, true), true, false};
-        return 0;
-      }
-      *out = OpenFile{new_fh(e, false), false, rt.cache_primed};
-      rt.cache_primed = true;
-      return 0;
-    case EntryState::kZombie:
-      // Reached through a name the kernel still caches. A replaced version is still a whole
-      // one, fine for a reader; an unlinked or popped one is gone, and ESTALE makes the kernel
-      // walk the path again.
-      if (writable || !rt.replaced) return ESTALE;
-      *out = OpenFile{new_fh(e, false), false, rt.cache_primed};
-      return 0;
-    case EntryState::kFree:
-      break;
+  if (r.state == EntryState::kWrite) {
+    if (!is_writer(e, caller)) return ENOENT;
+    if (writable && (flags & O_TRUNC)) {
+      if (int err = resize(e, 0); err != 0) return err;
+    }
+    *out = OpenFile{new_fh(e, writable), false, false};
+    return 0;
   }
-  spdlog::critical("store '{}': inode {} maps to free entry record {}", options_.name, ino, e);
-  std::abort();
+  if (r.state == EntryState::kCommitted) {
+    // A newer version that its writer has closed (the opener included) takes the name now.
+    commit_closed(r.object, name_of(r.name), nullptr);
+  }
+  // A zombie is reached through a name the kernel still caches. An unlinked or popped one is
+  // gone, and so is a replaced one while the kernel may still map its name to it: ESTALE makes
+  // the kernel walk the path again. Once the name is settled, a walk that still ends here raced
+  // with the replace, and the replaced version is a whole one, fine to read (or to replace).
+  if (r.state == EntryState::kZombie &&
+      (!rt.replaced || !rt.name_settled || r.object == layout::kNoObject)) {
+    return ESTALE;
+  }
+  if (r.state != EntryState::kCommitted && r.state != EntryState::kZombie) {
+    spdlog::critical("store '{}': inode {} maps to free entry record {}", options_.name, ino, e);
+    std::abort();
+  }
+  if (writable) {
+    if (!(flags & O_TRUNC)) return r.state == EntryState::kZombie ? ESTALE : EPERM;
+    // Atomic replace: a new version under the same name, written through the old inode's
+    // descriptor, so it must bypass that inode's page cache.
+    std::uint32_t fresh;
+    if (int err = new_entry(r.object, name_of(r.name), r.mode, r.uid, r.gid, caller, &fresh);
+        err != 0) {
+      return err;
+    }
+    *out = OpenFile{new_fh(fresh, true), true, false};
+    return 0;
+  }
+  // Readers bypass the page cache. A replace writes through this same inode, and the kernel,
+  // opening it with O_TRUNC, empties the inode's cache and sets its size to 0, then grows it
+  // with each write; a cached read racing with that comes out short or padded. Direct reads
+  // ask us, with this handle, for exactly this version's bytes.
+  // mmap of a direct handle still goes through the page cache (FUSE_DIRECT_IO_ALLOW_MMAP),
+  // which the first reader after the commit empties of anything the writer left there.
+  *out = OpenFile{new_fh(e, false), true, rt.cache_primed};
+  rt.cache_primed = true;
+  return 0;
 }
 
 int Store::unlink(Ino parent, std::string_view name, const Caller& caller) {
@@ -336,7 +355,9 @@ int Store::prepare_write(std::uint64_t fh, std::uint64_t offset, std::size_t siz
   if (offset >= limit) return EFBIG;
   const std::uint64_t length = std::min<std::uint64_t>(size, limit - offset);
   if (offset + length > r.size) {
-    if (int err = resize(e, offset + length); err != 0) return err;
+    // The write itself backs [offset, offset + length): a tmpfs write allocates its pages or
+    // fails whole. Only a gap before it needs reserving.
+    if (int err = resize(e, offset + length, offset); err != 0) return err;
   }
   ent(e).flags &= ~layout::kEntryClosed;
   touch(r.times, true);
@@ -344,12 +365,30 @@ int Store::prepare_write(std::uint64_t fh, std::uint64_t offset, std::size_t siz
   return 0;
 }
 
-int Store::flush(std::uint64_t fh) {
+void Store::write_failed(std::uint64_t fh) {
+  Guard guard(*this);
+  const Handle* h;
+  if (entry_of_handle(fh, &h) != 0) return;
+  const std::int64_t length = entry_rt_[h->entry].segment.length();
+  layout::EntryRecord& r = ent(h->entry);
+  if (length < 0 || static_cast<std::uint64_t>(length) >= r.size) return;
+  const std::uint64_t lost = r.size - static_cast<std::uint64_t>(length);
+  bytes_used_ -= lost;
+  object_rt_[r.object].bytes -= lost;
+  r.size = static_cast<std::uint64_t>(length);
+}
+
+int Store::flush(std::uint64_t fh, StaleName* stale) {
   Guard guard(*this);
   const Handle* h;
   if (int err = entry_of_handle(fh, &h); err != 0) return err;
-  if (h->writable && ent(h->entry).state == EntryState::kWrite) {
-    ent(h->entry).flags |= layout::kEntryClosed;
+  layout::EntryRecord& r = ent(h->entry);
+  if (!h->writable || r.state != EntryState::kWrite) return 0;
+  r.flags |= layout::kEntryClosed;
+  // A closed replace is what its name means from now on, but the kernel may still cache the
+  // name as the old version: the caller must make it look again before close() returns.
+  if (stale != nullptr && object_rt_[r.object].committed.contains(name_of(r.name))) {
+    *stale = StaleName{obj(r.object).ino, std::string(name_of(r.name))};
   }
   return 0;
 }

@@ -248,6 +248,7 @@ int Store::lookup(Ino parent, std::string_view name, const Caller& caller, Attr*
   if (int kind = control_kind(name); kind >= 0) return lookup_control(o, kind, caller, out);
   std::uint32_t e;
   if (int err = visible_entry(o, name, caller, &e); err != 0) return err;
+  entry_rt_[e].lookups++;
   *out = entry_attr(e);
   return 0;
 }
@@ -301,11 +302,20 @@ void Store::set_name_listener(NameListener listener) {
   name_listener_ = std::move(listener);
 }
 
-void Store::name_changed(std::uint32_t o, std::string_view name) {
-  if (!name_listener_) return;
-  completions_.push_back([this, parent = obj(o).ino, name = std::string(name)] {
-    name_listener_(parent, name);
-  });
+void Store::name_changed(std::uint32_t o, std::uint32_t old) {
+  if (!name_listener_) {
+    entry_rt_[old].name_settled = true;  // no kernel to tell (tests, recovery)
+    return;
+  }
+  completions_.push_back([this, parent = obj(o).ino, name = std::string(name_of(ent(old).name)),
+                          ino = ent(old).ino] { name_listener_(parent, name, ino); });
+}
+
+void Store::name_settled(Ino old) {
+  Guard guard(*this);
+  if (const Ref* ref = find(old); ref != nullptr && !ref->is_object) {
+    entry_rt_[ref->index].name_settled = true;
+  }
 }
 
 int Store::getattr(Ino ino, Attr* out) {

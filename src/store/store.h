@@ -142,9 +142,18 @@ class Store {
   int unlink(Ino parent, std::string_view name, const Caller& caller);
   // Clamps [offset, offset + size) to the entry.
   int prepare_read(std::uint64_t fh, std::uint64_t offset, std::size_t size, IoSpan* out);
-  // Backs [offset, offset + size) with memory, clamped to block_size (a short write).
+  // Makes room for [offset, offset + size), clamped to block_size (a short write). The caller
+  // then writes the span to its fd; if that fails or comes up short, it calls write_failed(),
+  // which shrinks the entry back to what the slot file really holds.
   int prepare_write(std::uint64_t fh, std::uint64_t offset, std::size_t size, IoSpan* out);
-  int flush(std::uint64_t fh);
+  void write_failed(std::uint64_t fh);
+  // A name whose cached binding in the kernel no longer holds.
+  struct StaleName {
+    Ino parent = 0;
+    std::string name;
+  };
+  // A writer closed a descriptor. If that makes a cached name stale, *stale says which.
+  int flush(std::uint64_t fh, StaleName* stale = nullptr);
   int release(std::uint64_t fh);
 
   // Extended attributes.
@@ -159,9 +168,11 @@ class Store {
   StoreStats stats();
 
   // Called, outside the store's lock, whenever a name that lookup() reported as stable stops
-  // naming that inode behind the kernel's back: a replace committed, or a pop claimed it.
-  using NameListener = std::function<void(Ino parent, const std::string& name)>;
+  // naming inode `old` behind the kernel's back: a replace committed, or a pop claimed it. Once
+  // the kernel has forgotten the name, the listener calls name_settled(old).
+  using NameListener = std::function<void(Ino parent, const std::string& name, Ino old)>;
   void set_name_listener(NameListener listener);
+  void name_settled(Ino old);
 
  private:
   struct Ref {
@@ -199,6 +210,8 @@ class Store {
     pid_t writer_tgid = 0;      // the process that created it
     bool cache_primed = false;  // the kernel's page cache holds only committed bytes
     bool replaced = false;      // a zombie because a newer version took its name
+    bool name_settled = false;  // ...and the kernel no longer maps the name to it
+    std::uint64_t lookups = 0;  // references the kernel took through lookup() and create()
     os::SegmentFile segment;
   };
   struct Handle {
@@ -248,13 +261,15 @@ class Store {
                 const Caller& caller, std::uint32_t* e);
   int abandon_new_entry(std::uint32_t e, int err);  // undoes new_entry, returns err
   void remove_object(std::uint32_t o);
-  int resize(std::uint32_t e, std::uint64_t size);
+  // Sets the entry's length. Growth is reserved with memory up to `written_from`; a write
+  // backs the rest itself.
+  int resize(std::uint32_t e, std::uint64_t size, std::uint64_t written_from = UINT64_MAX);
   void commit(std::uint32_t e);
   void drop_pending(std::uint32_t e);  // a write entry leaves its object's pending list
   void unname(std::uint32_t e);        // a committed entry leaves its object's name maps
   void retire(std::uint32_t e);  // the entry lost its name
   void release_entry_if_unused(std::uint32_t e);
-  void name_changed(std::uint32_t o, std::string_view name);
+  void name_changed(std::uint32_t o, std::uint32_t old);
   void free_entry(std::uint32_t e);
   int sync_segment_owner(std::uint32_t e);
   std::uint64_t new_fh(std::uint32_t e, bool writable, Ino ticket = 0);

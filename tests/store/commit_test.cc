@@ -153,6 +153,7 @@ TEST_F(StoreCommitTest, TruncatingOpenReplacesAtomically) {
   // Until the commit, everyone else gets the old version.
   Attr attr;
   ASSERT_EQ(store().lookup(obj, "w", Other(), &attr), 0);
+  store().forget(attr.ino, 1);
   EXPECT_EQ(attr.ino, old_ino);
   EXPECT_EQ(attr.size, old_bytes.size());
   EXPECT_EQ(ContentsOf(old_ino, Other()), old_bytes);
@@ -161,6 +162,7 @@ TEST_F(StoreCommitTest, TruncatingOpenReplacesAtomically) {
 
   ASSERT_EQ(store().release(writer.fh), 0);
   ASSERT_EQ(store().lookup(obj, "w", Other(), &attr), 0);
+  store().forget(attr.ino, 1);
   const Ino new_ino = attr.ino;
   EXPECT_NE(new_ino, old_ino);
   EXPECT_EQ(attr.size, new_bytes.size());
@@ -176,6 +178,28 @@ TEST_F(StoreCommitTest, TruncatingOpenReplacesAtomically) {
   ASSERT_EQ(store().release(reader), 0);
   EXPECT_TRUE(Gone(old_ino));
   EXPECT_EQ(store().stats().memory_used, new_bytes.size());
+}
+
+TEST_F(StoreCommitTest, AReplacedVersionLivesWhileTheKernelMayStillOpenIt) {
+  Ino obj = MakeObject("o");
+  const Ino old_ino = Put(obj, "w", "old");
+  Attr attr;
+  ASSERT_EQ(store().lookup(obj, "w", Other(), &attr), 0);  // the kernel now caches the name
+  OpenFile writer;
+  ASSERT_EQ(store().open(old_ino, O_WRONLY | O_TRUNC, Me(), &writer), 0);
+  ASSERT_EQ(Write(writer.fh, 0, "new!"), 0);
+  Store::StaleName stale;
+  ASSERT_EQ(store().flush(writer.fh, &stale), 0);
+  EXPECT_EQ(stale.parent, obj) << "a closed replace makes the cached name stale";
+  EXPECT_EQ(stale.name, "w");
+  ASSERT_EQ(store().release(writer.fh), 0);
+
+  // An open that raced with the replace still gets the old version, whole.
+  EXPECT_EQ(ContentsOf(old_ino, Other()), "old");
+  EXPECT_EQ(store().stats().memory_used, 3u + 4u);
+  store().forget(old_ino, 1);
+  EXPECT_TRUE(Gone(old_ino)) << "forgotten by the kernel, the old version is freed";
+  EXPECT_EQ(store().stats().memory_used, 4u);
 }
 
 TEST_F(StoreCommitTest, AFlushedReplaceCommitsWhenAnotherCallerLooksTheNameUp) {

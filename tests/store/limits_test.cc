@@ -111,9 +111,12 @@ TEST_F(StoreMemoryBudgetTest, AZombieHoldsItsMemoryUntilReleased) {
   Ino ino = Put(obj, "big", Pattern(kBudget, 1));
   std::uint64_t reader = OpenRead(ino, Other());
   ASSERT_EQ(store().unlink(obj, "big", Me()), 0);
-  std::uint64_t fh = Create(obj, "next");
-  EXPECT_EQ(Write(fh, 0, "x"), ENOSPC);
+  Attr attr;
+  OpenFile file;
+  EXPECT_EQ(store().create(obj, "next", 0644, kCreateFlags, Me(), &attr, &file), ENOSPC)
+      << "the budget is exhausted: no room for a new entry";
   ASSERT_EQ(store().release(reader), 0);
+  std::uint64_t fh = Create(obj, "next");
   EXPECT_EQ(Write(fh, 0, "x"), 0);
   ASSERT_EQ(store().release(fh), 0);
 }

@@ -140,6 +140,7 @@ Ino StoreTest::Put(Ino object, std::string_view name, std::string_view data, mod
   if (fh == 0) return 0;
   EXPECT_EQ(Write(fh, 0, data), 0) << "writing " << name;
   EXPECT_EQ(store().release(fh), 0) << "releasing " << name;
+  store().forget(attr.ino, 1);  // like a kernel that drops the new name's dentry at once
   return attr.ino;
 }
 
@@ -195,7 +196,9 @@ std::string StoreTest::ContentsOf(Ino ino, const Caller& caller) {
 
 Ino StoreTest::InoOf(Ino parent, std::string_view name, const Caller& caller) {
   Attr attr;
-  return store().lookup(parent, name, caller, &attr) == 0 ? attr.ino : 0;
+  if (store().lookup(parent, name, caller, &attr) != 0) return 0;
+  store().forget(attr.ino, 1);  // a peek: no kernel reference is kept
+  return attr.ino;
 }
 
 Names StoreTest::Listing(Ino dir, const Caller& caller) {
