@@ -5,6 +5,7 @@ import errno
 import mmap
 import multiprocessing
 import os
+import queue
 import time
 import traceback
 import zlib
@@ -16,6 +17,26 @@ from smos_mount import MountedTestCase, smos_client
 FORK = multiprocessing.get_context("fork")
 
 PUSHERS, POPPERS, PER_PUSHER = 8, 8, 2500  # 20,000 entries
+
+
+def collect(test, out, procs, timeout):
+    """One result from each of procs; fails at once if one of them died without reporting
+    (a crash, or a signal such as SIGBUS from a mapping)."""
+    results, deadline = [], time.monotonic() + timeout
+    while len(results) < len(procs):
+        try:
+            results.append(out.get(timeout=0.2))
+            continue
+        except queue.Empty:
+            pass
+        dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+        if dead:
+            time.sleep(0.5)  # the others' results, if they come, are not needed
+            test.fail(f"{len(dead)} processes died without a result, exit codes {dead} "
+                      f"(negative: killed by that signal)")
+        test.assertLess(time.monotonic(), deadline, f"only {len(results)} of {len(procs)} "
+                        "processes finished in time")
+    return results
 CAPACITY = 256
 
 
@@ -101,7 +122,7 @@ class QueueUnderLoadTest(MountedTestCase):
                 h.abort()
             # Removing the object wakes every blocked popper, which then finishes.
             self.client.remove_object(obj)
-            results = [out.get(timeout=30) for _ in poppers]
+            results = collect(self, out, poppers, timeout=30)
             for p in poppers:
                 p.join(30)
             self.assertFalse(any(p.is_alive() for p in poppers), "poppers still blocked")
@@ -213,7 +234,7 @@ class LatestUnderLoadTest(MountedTestCase):
         for p in readers:
             p.start()
         try:
-            results = [out.get(timeout=150) for _ in readers]
+            results = collect(self, out, readers, timeout=120)
             stop.set()
             writer.join(30)
             for p in readers:
