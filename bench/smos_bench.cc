@@ -1203,10 +1203,17 @@ void print_table(const Bench& b, const Options& o, double seconds, const std::st
                 head[2], head[3], head[4], head[5], head[6], head[7], head[8], head[9], head[10],
                 head[11]);
   }
+  // A Markdown cell must not hold a bare '|'.
+  auto cell = [md](const std::string& text) {
+    if (!md) return text;
+    std::string out;
+    for (char c : text) out += c == '|' ? std::string("\\|") : std::string(1, c);
+    return out;
+  };
   for (const Line& l : b.lines) {
     if (!l.error.empty()) {
       std::printf(md ? "| %s | ERROR: %s |\n" : "%-22s ERROR: %s\n", l.name.c_str(),
-                  l.error.c_str());
+                  cell(l.error).c_str());
       continue;
     }
     std::printf(md ? "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n"
@@ -1215,7 +1222,7 @@ void print_table(const Bench& b, const Options& o, double seconds, const std::st
                 fmt_value(l.smos.tail).c_str(), fmt_value(l.tmpfs.median).c_str(),
                 fmt_value(l.tmpfs.tail).c_str(), fmt_ratio(ratio(l)).c_str(),
                 l.higher_better ? "higher" : "lower", l.target.c_str(), verdict_of(l).c_str(),
-                l.samples.c_str(), l.note.c_str());
+                l.samples.c_str(), cell(l.note).c_str());
   }
   std::printf(
       "%s"
