@@ -95,19 +95,29 @@ void fill(int actor, int i, int steps, std::uint8_t* obs, std::int64_t* action, 
   for (int k = 0; k < steps; ++k) reward[k] = float(next(s) % 1000) / 1000.0f;
 }
 
-// Reads the latest weights through a mapping; returns its version, or -1 if it was not one
-// whole version.
+// Reads the latest weights through a zero-copy mapping of their segment; returns the version,
+// or -1 if it was not one whole version. The descriptor of .latest is the lease: the segment
+// holds these bytes while it is open. (A mapping of the mounted file itself may take SIGBUS
+// while the learner replaces the weights; see smos(7), BUGS.)
 long read_latest_weights(const Config& c) {
   int fd = open((c.weights + "/" + smos::control::kLatest).c_str(), O_RDONLY);
   if (fd < 0) die("open .latest");
+  char segment[256];
+  ssize_t len = fgetxattr(fd, smos::xattr::kSegment, segment, sizeof segment - 1);
+  if (len < 0) die("fgetxattr .latest");
+  segment[len] = '\0';
+  int seg = open(segment, O_RDONLY);
+  if (seg < 0) die("open segment");
   struct stat st;
-  if (fstat(fd, &st) != 0) die("fstat .latest");
+  if (fstat(seg, &st) != 0) die("fstat segment");
   if (std::size_t(st.st_size) != c.weights_bytes) {
+    close(seg);
     close(fd);
     return -1;
   }
-  void* p = mmap(nullptr, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED) die("mmap .latest");
+  void* p = mmap(nullptr, st.st_size, PROT_READ, MAP_SHARED, seg, 0);
+  close(seg);
+  if (p == MAP_FAILED) die("mmap segment");
   const float* w = static_cast<const float*>(p);
   const std::size_t n = st.st_size / sizeof(float);
   long version = long(w[0]);

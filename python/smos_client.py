@@ -743,10 +743,19 @@ class Client:
                     os.close(sfd)
         return _Mapping(fd, size, writable)
 
+    def _size(self, fd):
+        """An open entry's length. The segment file is exactly as long as the entry; fstat of
+        the mounted file may report a size that a concurrent replace of the same name has
+        disturbed in the kernel's inode (smos(7), BUGS)."""
+        try:
+            return os.stat(os.getxattr(fd, X_SEGMENT)).st_size
+        except OSError:
+            return os.fstat(fd).st_size
+
     def _open_handle(self, name, fd, path, entry=None):
         handle = Handle(self, name, fd, path, name=entry)
         try:
-            size = os.fstat(fd).st_size
+            size = self._size(fd)
             layout = _getx(fd, X_TRACKS)
             dtype = _getx(fd, X_DTYPE)
             shape = _getx(fd, X_SHAPE) if dtype is not None and dtype != PICKLE else None

@@ -198,7 +198,7 @@ int serve(const Options& opts, smos::Store& store) {
   for (auto& w : words) argv.push_back(w.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
 
-  smos::fs::Context context{&store};
+  smos::fs::Context context{&store, nullptr, {}};
   const fuse_lowlevel_ops& ops = smos::fs::operations();
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &context);
   if (se == nullptr) {

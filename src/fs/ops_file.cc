@@ -141,6 +141,10 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
     // version. Safe here: a flush holds no directory lock that the kernel needs for this.
     fuse_session* se = static_cast<Context*>(fuse_req_userdata(req))->session;
     fuse_lowlevel_notify_inval_entry(se, stale.parent, stale.name.data(), stale.name.size());
+    guarded("flush", [&] {
+      store_of(req).name_dropped(fi->fh);
+      return 0;
+    });
   }
   fuse_reply_err(req, err);
 }

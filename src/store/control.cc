@@ -1,6 +1,6 @@
 // The control files of every object: .push, .pop and .latest.
 //
-// A path lookup of .push or .pop yields a ticket: an inode of its own that open() binds to one
+// A path lookup of a control file yields a ticket: an inode of its own that open() binds to one
 // entry. The kernel keeps a page cache and attributes per inode, so a ticket per open keeps two
 // pops (or two pushes) from ever sharing cached bytes. A thread's unopened ticket is handed out
 // again by its next lookup, so a loop of opens costs one lookup each.
@@ -41,20 +41,12 @@ Attr Store::ticket_attr(Ino ino, const Ticket& t) {
     a.mode = S_IFREG;
   }
   a.ino = ino;
+  a.stable_name = false;  // each lookup may hand out another ticket
   return a;
 }
 
 int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr* out) {
   ObjectRt& ort = object_rt_[o];
-  if (kind == 2) {
-    commit_closed(o, {}, &caller);
-    if (!ort.by_seq.empty()) {
-      entry_rt_[ort.by_seq.rbegin()->second].lookups++;
-      *out = entry_attr(ort.by_seq.rbegin()->second);
-      out->stable_name = false;  // .latest moves on with every commit
-      return 0;
-    }
-  }
   const Control control = static_cast<Control>(kind);
   Ino& idle = ort.idle_tickets[{control, caller.pid}];
   if (idle == 0) {
@@ -107,6 +99,7 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
     }
     ent(e).seq = seq;  // reserved now, so that the name is known before the commit
     obj(o).next_seq++;
+    entry_rt_[e].pushed = true;
     bind(e);
     t.handles++;
     *out = OpenFile{new_fh(e, true, ino), shared, false};
@@ -116,7 +109,8 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
   if (writable) return EPERM;
   commit_closed(o, {}, &caller);
   if (t.kind == Control::kLatest) {
-    // The object was empty at lookup; whatever is newest now will do.
+    // Bound at open, not at lookup: nothing can replace it in between, and no replace ever
+    // opens this inode with O_TRUNC, so even a mapping of it through the mount is safe.
     if (object_rt_[o].by_seq.empty()) return ENOENT;
     const std::uint32_t e = object_rt_[o].by_seq.rbegin()->second;
     bind(e);

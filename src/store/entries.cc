@@ -67,6 +67,9 @@ int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t 
   rt.writer_tgid = os::thread_group_of(caller.pid);
   r.flags = 0;
   rt.cache_primed = false;
+  rt.pushed = false;
+  rt.written = false;
+  rt.name_flushed = false;
   rt.replaced = false;
   rt.name_settled = false;
   rt.lookups = 0;
@@ -131,7 +134,6 @@ void Store::commit(std::uint32_t e) {
   layout::EntryRecord& r = ent(e);
   const std::uint32_t o = r.object;
   ObjectRt& ort = object_rt_[o];
-  const bool was_closed = closed(e);
   drop_pending(e);
   if (r.seq == 0) r.seq = obj(o).next_seq++;  // pushed entries reserved theirs at open
   touch(r.times, false);
@@ -142,8 +144,8 @@ void Store::commit(std::uint32_t e) {
     const std::uint32_t old = it->second;
     unname(old);
     entry_rt_[old].replaced = true;
-    if (was_closed) {
-      entry_rt_[old].name_settled = true;  // flush() had the kernel drop the name already
+    if (entry_rt_[e].name_flushed) {
+      entry_rt_[old].name_settled = true;  // the writer's close had the kernel drop the name
     } else {
       name_changed(o, old);
     }
@@ -262,6 +264,7 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
   const bool writable = (flags & O_ACCMODE) != O_RDONLY;
   if (r.state == EntryState::kWrite) {
     if (!is_writer(e, caller)) return ENOENT;
+    if (writable) r.flags &= ~layout::kEntryClosed;  // its writer is back: not closed after all
     if (writable && (flags & O_TRUNC)) {
       if (int err = resize(e, 0); err != 0) return err;
     }
@@ -360,6 +363,7 @@ int Store::prepare_write(std::uint64_t fh, std::uint64_t offset, std::size_t siz
     if (int err = resize(e, offset + length, offset); err != 0) return err;
   }
   ent(e).flags &= ~layout::kEntryClosed;
+  entry_rt_[e].written = true;
   touch(r.times, true);
   *out = IoSpan{entry_rt_[e].segment.fd(), offset, static_cast<std::size_t>(length)};
   return 0;
@@ -378,18 +382,36 @@ void Store::write_failed(std::uint64_t fh) {
   r.size = static_cast<std::uint64_t>(length);
 }
 
+void Store::name_dropped(std::uint64_t fh) {
+  Guard guard(*this);
+  const Handle* h;
+  if (entry_of_handle(fh, &h) != 0 || ent(h->entry).state != EntryState::kWrite) return;
+  entry_rt_[h->entry].name_flushed = true;
+  ent(h->entry).flags |= layout::kEntryClosed;
+}
+
 int Store::flush(std::uint64_t fh, StaleName* stale) {
   Guard guard(*this);
   const Handle* h;
   if (int err = entry_of_handle(fh, &h); err != 0) return err;
   layout::EntryRecord& r = ent(h->entry);
   if (!h->writable || r.state != EntryState::kWrite) return 0;
-  r.flags |= layout::kEntryClosed;
+  // A pushed entry commits at the first close after it was written: a shell's `cmd > .push`
+  // closes a duplicate descriptor before cmd writes, and that close must not commit it empty.
+  if (entry_rt_[h->entry].pushed && entry_rt_[h->entry].written &&
+      obj(r.object).commit == CommitMode::kClose) {
+    commit(h->entry);
+    return 0;
+  }
   // A closed replace is what its name means from now on, but the kernel may still cache the
-  // name as the old version: the caller must make it look again before close() returns.
+  // name as the old version. Then the caller has the kernel drop the name first, and only
+  // name_dropped() marks the entry closed: no reader commits it, and sees the new version,
+  // while a cached name can still lead another to the old one.
   if (stale != nullptr && object_rt_[r.object].committed.contains(name_of(r.name))) {
     *stale = StaleName{obj(r.object).ino, std::string(name_of(r.name))};
+    return 0;
   }
+  r.flags |= layout::kEntryClosed;
   return 0;
 }
 

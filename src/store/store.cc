@@ -200,7 +200,10 @@ void Store::commit_closed(std::uint32_t o, std::string_view name, const Caller* 
                                     : ort.pending.equal_range(name);
   std::vector<std::uint32_t> ready;
   for (auto it = first; it != last; ++it) {
-    if (closed(it->second) && !(observer && is_writer(it->second, *observer))) {
+    // Pushed entries commit at a close after a write, or at release (see flush()): a shell's
+    // `cmd > .push` closes a descriptor before cmd writes a byte.
+    if (closed(it->second) && !entry_rt_[it->second].pushed &&
+        !(observer && is_writer(it->second, *observer))) {
       ready.push_back(it->second);
     }
   }
@@ -380,6 +383,7 @@ int Store::setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> 
     if (!object_rt_[r.object].tracks.empty() && *change.size != r.size) return EINVAL;
     if (int err = resize(*entry, *change.size); err != 0) return err;
     ent(*entry).flags &= ~layout::kEntryClosed;
+    entry_rt_[*entry].written = true;
     touch(r.times, true);
   }
   if (change.mode) *mode = *change.mode & (entry ? kEntryModeBits : 07777);

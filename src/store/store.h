@@ -152,8 +152,11 @@ class Store {
     Ino parent = 0;
     std::string name;
   };
-  // A writer closed a descriptor. If that makes a cached name stale, *stale says which.
+  // A writer closed a descriptor. If that makes a cached name stale, *stale says which, and
+  // the close takes effect only when the caller reports with name_dropped() that the kernel
+  // has forgotten the name.
   int flush(std::uint64_t fh, StaleName* stale = nullptr);
+  void name_dropped(std::uint64_t fh);
   int release(std::uint64_t fh);
 
   // Extended attributes.
@@ -190,8 +193,7 @@ class Store {
     std::map<std::pair<Control, pid_t>, Ino> idle_tickets;  // unopened tickets by thread
     std::deque<std::uint64_t> pop_waiters;  // waiter ids, oldest first; may hold cancelled ids
   };
-  // A .push or .pop opened through a path: an inode of its own, bound to one entry at open.
-  // (.latest resolves to its entry at lookup; it needs a ticket only while the object is empty.)
+  // A control file opened through a path: an inode of its own, bound to one entry at open.
   struct Ticket {
     std::uint32_t object;  // kNoObject once the object is gone
     Control kind;
@@ -209,6 +211,9 @@ class Store {
     std::uint32_t writers = 0;  // writable handles
     pid_t writer_tgid = 0;      // the process that created it
     bool cache_primed = false;  // the kernel's page cache holds only committed bytes
+    bool pushed = false;        // created through .push
+    bool written = false;       // bytes written or resized since it was created
+    bool name_flushed = false;  // flush() had the kernel drop the name this write replaces
     bool replaced = false;      // a zombie because a newer version took its name
     bool name_settled = false;  // ...and the kernel no longer maps the name to it
     std::uint64_t lookups = 0;  // references the kernel took through lookup() and create()

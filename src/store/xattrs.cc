@@ -145,8 +145,10 @@ int Store::setxattr(Ino ino, std::string_view name, std::string_view value, int 
   layout::EntryRecord& r = ent(e);
   if (name == xattr::kState) {
     if (trimmed(value) != "idle") return EINVAL;
+    if (r.state == EntryState::kZombie) return EPERM;
+    // Committing may hand the entry straight to a blocked pop: check nothing after it.
     if (r.state == EntryState::kWrite) commit(e);
-    return r.state == EntryState::kZombie ? EPERM : 0;
+    return 0;
   }
   if (is_smos_name(name) || r.state != EntryState::kWrite) return EPERM;
   if (int err = xattr_blob::set(meta_->entry_xattrs(e), name, value, flags); err != 0) return err;

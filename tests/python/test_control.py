@@ -45,6 +45,13 @@ def _pop_child(obj_path, out, flags=0):
         out.put(("ok", f.read()))
 
 
+def _hold_open(path, opened, release):
+    fd = os.open(path, os.O_RDONLY)
+    opened.set()
+    release.wait(30)
+    os.close(fd)
+
+
 def _start_poppers(obj_path, n):
     out = FORK.Queue()
     procs = [FORK.Process(target=_pop_child, args=(obj_path, out)) for _ in range(n)]
@@ -337,11 +344,17 @@ class PopTest(MountedTestCase):
     def test_blocked_pop_woken_by_reader_release(self):
         p = self.path(self.obj())
         name = push(p, b"held")
-        reader = os.open(os.path.join(p, name), os.O_RDONLY)
+        # The reader is a process of its own: a descriptor opened here would be inherited by
+        # the forked popper, and the entry would stay busy until the popper exits.
+        opened, release = FORK.Event(), FORK.Event()
+        reader = FORK.Process(target=_hold_open, args=(os.path.join(p, name), opened, release))
+        reader.start()
+        self.assertTrue(opened.wait(10), "the reader did not open the entry")
         procs, out = _start_poppers(p, 1)
         time.sleep(0.3)
         self.assertTrue(procs[0].is_alive(), "pop took a busy entry")
-        os.close(reader)
+        release.set()
+        reader.join(10)
         self.assertEqual(out.get(timeout=10), ("ok", b"held"))
         _join(self, procs)
 
