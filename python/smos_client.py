@@ -635,23 +635,22 @@ class Client:
     def push_to_object(self, name, data):
         """Pushes ``data`` as a new entry (``.push``) and returns its key, an int. On an
         object with tracks, ``data`` is a sequence or dict of per-track values."""
-        fd = os.open(os.path.join(self.object_path(name), PUSH), os.O_WRONLY | _O_CLOEXEC)
-        try:
+        def write(fd):
             layout = _getx(fd, X_TRACKS)
             if layout is not None:
                 _write_tracked(fd, _parse_layout(layout), data)
             else:
                 _write_encoded(fd, _encode(data))
-            key = _key_of(_getx(fd, X_NAME))
-            _setx(fd, X_STATE, "idle")
-            return key
-        finally:
-            os.close(fd)
+        return self._push(name, write)
 
     def _push_encoded(self, name, encoded):
+        return self._push(name, lambda fd: _write_encoded(fd, encoded))
+
+    def _push(self, name, write):
+        """Opens ``.push``, lets ``write(fd)`` fill the new entry, commits it, returns its key."""
         fd = os.open(os.path.join(self.object_path(name), PUSH), os.O_WRONLY | _O_CLOEXEC)
         try:
-            _write_encoded(fd, encoded)
+            write(fd)
             key = _key_of(_getx(fd, X_NAME))
             _setx(fd, X_STATE, "idle")
             return key

@@ -36,6 +36,15 @@ void on_interrupt(fuse_req_t req, void* wait_id) {
 
 std::atomic<std::uintptr_t> next_wait_id{1};
 
+// A buffer that stands for `span` of its slot file, for libfuse to splice or copy.
+fuse_bufvec slot_buf(const IoSpan& span) {
+  fuse_bufvec buf = FUSE_BUFVEC_INIT(span.length);
+  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  buf.buf[0].fd = span.fd;
+  buf.buf[0].pos = static_cast<off_t>(span.offset);
+  return buf;
+}
+
 }  // namespace
 
 // Valid replies: fuse_reply_create, fuse_reply_err.
@@ -96,10 +105,7 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
     fuse_reply_err(req, err);
     return;
   }
-  fuse_bufvec buf = FUSE_BUFVEC_INIT(span.length);
-  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  buf.buf[0].fd = span.fd;
-  buf.buf[0].pos = off;
+  fuse_bufvec buf = slot_buf(span);
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
@@ -114,10 +120,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_f
     fuse_reply_err(req, err);
     return;
   }
-  fuse_bufvec out = FUSE_BUFVEC_INIT(span.length);
-  out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  out.buf[0].fd = span.fd;
-  out.buf[0].pos = off;
+  fuse_bufvec out = slot_buf(span);
   ssize_t written = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
   if (written < static_cast<ssize_t>(span.length)) {
     guarded("write", [&] {
