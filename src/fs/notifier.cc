@@ -29,8 +29,23 @@ void Notifier::invalidate_entry(std::uint64_t parent, std::string name,
 void Notifier::run() {
   std::unique_lock lock(mu_);
   for (;;) {
-    wake_.wait(lock, [this] { return stop_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stopping, and nothing left to send
+    // Callbacks whose grace period is over run first; when stopping, all of them do.
+    while (!due_.empty() && (stop_ || due_.front().first <= std::chrono::steady_clock::now())) {
+      std::function<void()> done = std::move(due_.front().second);
+      due_.pop_front();
+      lock.unlock();
+      done();
+      lock.lock();
+    }
+    if (queue_.empty()) {
+      if (stop_ && due_.empty()) return;
+      if (due_.empty()) {
+        wake_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      } else {
+        wake_.wait_until(lock, due_.front().first);
+      }
+      continue;
+    }
     Job job = std::move(queue_.front());
     queue_.pop_front();
     lock.unlock();
@@ -39,8 +54,8 @@ void Notifier::run() {
     if (err != 0 && err != -ENOENT && err != -ENOTCONN) {
       spdlog::warn("invalidating {}/{}: {}", job.parent, job.name, err);
     }
-    if (job.done) job.done();
     lock.lock();
+    if (job.done) due_.emplace_back(std::chrono::steady_clock::now() + kGrace, std::move(job.done));
   }
 }
 
