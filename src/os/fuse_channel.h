@@ -27,10 +27,6 @@ class FuseChannel {
   ssize_t splice_send(int fd_in, off_t* off_in, int fd_out, off_t* off_out, std::size_t len,
                       unsigned flags);
 
-  // Whether the kernel accepted the flags this channel added.
-  bool killpriv_v2() const { return killpriv_v2_; }
-  bool direct_io_allow_mmap() const { return direct_io_allow_mmap_; }
-
  private:
   std::atomic<std::uint64_t> init_unique_{0};  // the INIT request, until it is answered
   std::atomic<std::uint64_t> kernel_flags_{0};  // flags | flags2 << 32
