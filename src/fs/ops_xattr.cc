@@ -24,14 +24,14 @@ void reply_sized(fuse_req_t req, const std::string& value, size_t size) {
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
                  size_t size, int flags) {
   fuse_reply_err(req, guarded("setxattr", [&] {
-    return store_of(req).setxattr(ino, name, std::string_view(value, size), flags, caller_of(req));
+    return store_of(req).setxattr(ino, name, std::string_view(value, size), flags);
   }));
 }
 
 // Valid replies: fuse_reply_buf, fuse_reply_data, fuse_reply_xattr, fuse_reply_err.
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   std::string value;
-  int err = guarded("getxattr", [&] { return store_of(req).getxattr(ino, name, &value, caller_of(req)); });
+  int err = guarded("getxattr", [&] { return store_of(req).getxattr(ino, name, &value); });
   if (err != 0) {
     fuse_reply_err(req, err);
   } else {
@@ -42,7 +42,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
 // Valid replies: fuse_reply_buf, fuse_reply_data, fuse_reply_xattr, fuse_reply_err.
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   std::string names;
-  int err = guarded("listxattr", [&] { return store_of(req).listxattr(ino, &names, caller_of(req)); });
+  int err = guarded("listxattr", [&] { return store_of(req).listxattr(ino, &names); });
   if (err != 0) {
     fuse_reply_err(req, err);
   } else {
@@ -52,7 +52,7 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 
 // Valid replies: fuse_reply_err.
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
-  fuse_reply_err(req, guarded("removexattr", [&] { return store_of(req).removexattr(ino, name, caller_of(req)); }));
+  fuse_reply_err(req, guarded("removexattr", [&] { return store_of(req).removexattr(ino, name); }));
 }
 
 }  // namespace smos::fs

@@ -72,6 +72,7 @@ int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t 
   rt.name_flushed = false;
   rt.replaced = false;
   rt.name_settled = false;
+  rt.redirect_tid = 0;
   rt.lookups = 0;
   sync_segment_owner(e);
   ort.entries++;
@@ -241,7 +242,7 @@ int Store::create(Ino parent, std::string_view name, mode_t mode, int flags,
       }
       entry_rt_[e].lookups++;
       *attr = entry_attr(e);
-      *out = OpenFile{new_fh(e, true), false, false};
+      *out = OpenFile{new_fh(e, true), true, false};
       return 0;
     }
     *attr = entry_attr(existing);
@@ -264,11 +265,14 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
   const bool writable = (flags & O_ACCMODE) != O_RDONLY;
   if (r.state == EntryState::kWrite) {
     if (!is_writer(e, caller)) return ENOENT;
-    if (writable) r.flags &= ~layout::kEntryClosed;  // its writer is back: not closed after all
+    if (writable) {
+      r.flags &= ~layout::kEntryClosed;  // its writer is back: not closed after all
+      rt.redirect_tid = 0;               // a replace came back for its new version
+    }
     if (writable && (flags & O_TRUNC)) {
       if (int err = resize(e, 0); err != 0) return err;
     }
-    *out = OpenFile{new_fh(e, writable), false, false};
+    *out = OpenFile{new_fh(e, writable), writable, false};
     return 0;
   }
   if (r.state == EntryState::kCommitted) {
@@ -289,25 +293,67 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
   }
   if (writable) {
     if (!(flags & O_TRUNC)) return r.state == EntryState::kZombie ? ESTALE : EPERM;
-    // Atomic replace: a new version under the same name, written through the old inode's
-    // descriptor, so it must bypass that inode's page cache.
-    std::uint32_t fresh;
-    if (int err = new_entry(r.object, name_of(r.name), r.mode, r.uid, r.gid, caller, &fresh);
-        err != 0) {
-      return err;
-    }
-    *out = OpenFile{new_fh(fresh, true), true, false};
-    return 0;
+    return begin_replace(e, caller);
   }
-  // Readers bypass the page cache. A replace writes through this same inode, and the kernel,
-  // opening it with O_TRUNC, empties the inode's cache and sets its size to 0, then grows it
-  // with each write; a cached read racing with that comes out short or padded. Direct reads
-  // ask us, with this handle, for exactly this version's bytes.
-  // mmap of a direct handle still goes through the page cache (FUSE_DIRECT_IO_ALLOW_MMAP),
-  // which the first reader after the commit empties of anything the writer left there.
-  *out = OpenFile{new_fh(e, false), true, rt.cache_primed};
+  // Every inode stands for one version, whose bytes never change once committed, so readers
+  // share the page cache. The first reader after the commit drops what the writer left there.
+  *out = OpenFile{new_fh(e, false), false, rt.cache_primed};
   rt.cache_primed = true;
   return 0;
+}
+
+// Atomic replace: open(O_TRUNC) of a committed entry. The new version needs an inode of its own
+// (the old one's readers keep their page cache and size), but the kernel opens the inode the name
+// led it to. So the store makes the new version, answers ESTALE, and the kernel walks the path
+// again: lookup() now gives this thread the new version, which the second open finds in write
+// state and opens. Until then it is a redirect, bound to the opening thread.
+int Store::begin_replace(std::uint32_t old, const Caller& caller) {
+  const layout::EntryRecord& r = ent(old);
+  const std::uint32_t o = r.object;
+  if (own_redirect(o, name_of(r.name), caller)) return ESTALE;  // a walk that did not come back
+  drop_stale_redirects(o);
+  std::uint32_t fresh;
+  if (int err = new_entry(o, name_of(r.name), r.mode, r.uid, r.gid, caller, &fresh); err != 0) {
+    return err;
+  }
+  entry_rt_[fresh].redirect_tid = caller.pid;
+  return ESTALE;
+}
+
+namespace {
+// The two opens of a replace are one system call apart. A redirect older than this was left by
+// a thread that never came back (killed, or it reopened /proc/self/fd/N, which leads to the old
+// inode again): it no longer shadows the name, and the next replace in the object drops it.
+constexpr std::int64_t kRedirectLifetimeNs = 5'000'000'000;
+
+bool expired(const layout::EntryRecord& r, std::int64_t now) {
+  return now - r.times.ctime_ns > kRedirectLifetimeNs;
+}
+}  // namespace
+
+std::optional<std::uint32_t> Store::own_redirect(std::uint32_t o, std::string_view name,
+                                                 const Caller& caller) const {
+  const std::int64_t now = os::now_ns();
+  auto [first, last] = object_rt_[o].pending.equal_range(name);
+  for (auto it = first; it != last; ++it) {
+    if (entry_rt_[it->second].redirect_tid == caller.pid &&
+        !expired(meta_->entry(it->second), now)) {
+      return it->second;
+    }
+  }
+  return std::nullopt;
+}
+
+void Store::drop_stale_redirects(std::uint32_t o) {
+  const std::int64_t now = os::now_ns();
+  std::vector<std::uint32_t> stale;
+  for (const auto& [name, e] : object_rt_[o].pending) {
+    if (entry_rt_[e].redirect_tid != 0 && expired(ent(e), now)) stale.push_back(e);
+  }
+  for (std::uint32_t e : stale) {
+    drop_pending(e);
+    retire(e);
+  }
 }
 
 int Store::unlink(Ino parent, std::string_view name, const Caller& caller) {

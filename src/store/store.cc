@@ -214,11 +214,14 @@ void Store::commit_closed(std::uint32_t o, std::string_view name, const Caller* 
 
 std::optional<std::uint32_t> Store::own_pending(std::uint32_t o, std::string_view name,
                                                 const Caller& caller) const {
+  if (auto redirect = own_redirect(o, name, caller)) return redirect;
   std::optional<std::uint32_t> own;
   auto [first, last] = object_rt_[o].pending.equal_range(name);
   for (auto it = first; it != last; ++it) {
-    if (is_writer(it->second, caller) && (!own || meta_->entry(it->second).ino > meta_->entry(*own).ino)) {
-      own = it->second;
+    const std::uint32_t e = it->second;
+    if (entry_rt_[e].redirect_tid == 0 && is_writer(e, caller) &&
+        (!own || meta_->entry(e).ino > meta_->entry(*own).ino)) {
+      own = e;
     }
   }
   return own;
@@ -370,13 +373,6 @@ int Store::setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> 
   }
   if (change.size) {
     if (!entry) return EISDIR;
-    // ftruncate on a replacing descriptor resizes the new version, not the inode's.
-    if (fh) {
-      const Handle* h;
-      if (int err = entry_of_handle(*fh, &h); err != 0) return err;
-      if (!h->writable) return EBADF;
-      entry = h->entry;
-    }
     layout::EntryRecord& r = ent(*entry);
     if (r.state != EntryState::kWrite || (!fh && !is_writer(*entry, caller))) return EPERM;
     if (*change.size > obj(r.object).block_size) return EFBIG;

@@ -78,7 +78,7 @@ struct DirEntry {
 // An open file as the kernel should treat it.
 struct OpenFile {
   std::uint64_t fh = 0;
-  bool direct_io = false;   // bypass the page cache (a replace writes under the old inode)
+  bool direct_io = false;   // bypass the page cache: writers, whose bytes go straight to the slot
   bool keep_cache = false;  // the page cache already holds exactly these committed bytes
 };
 
@@ -107,8 +107,6 @@ class Store {
 
   // Names and attributes.
   int lookup(Ino parent, std::string_view name, const Caller& caller, Attr* out);
-  // Of an entry being replaced, the old version's: the kernel has one inode for both, and the
-  // old version's readers must keep its size (their mappings depend on it).
   int getattr(Ino ino, Attr* out);
   // `fh` is the handle the kernel passed along (ftruncate), if any.
   int setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> fh,
@@ -134,6 +132,10 @@ class Store {
     std::function<bool()> interrupted;
     std::function<void(int err, const OpenFile& file)> done;
   };
+  //
+  // open(O_TRUNC) of a committed entry (a replace) fails with ESTALE, as the kernel's path walk
+  // must come back for the new version: lookup() of the name by the same thread now returns it,
+  // and its open succeeds.
   int open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter* waiter = nullptr);
   // Returns true if the waiter was still queued: its callback will never run.
   bool cancel_wait(std::uint64_t id);
@@ -160,13 +162,10 @@ class Store {
   int release(std::uint64_t fh);
 
   // Extended attributes.
-  // On an entry, these address the caller's own version being written under the entry's name,
-  // if any: the kernel sends fgetxattr(2) of a replacing descriptor to the old inode.
-  int getxattr(Ino ino, std::string_view name, std::string* value, const Caller& caller = {});
-  int setxattr(Ino ino, std::string_view name, std::string_view value, int flags,
-               const Caller& caller = {});
-  int listxattr(Ino ino, std::string* names, const Caller& caller = {});
-  int removexattr(Ino ino, std::string_view name, const Caller& caller = {});
+  int getxattr(Ino ino, std::string_view name, std::string* value);
+  int setxattr(Ino ino, std::string_view name, std::string_view value, int flags);
+  int listxattr(Ino ino, std::string* names);
+  int removexattr(Ino ino, std::string_view name);
 
   StoreStats stats();
 
@@ -216,6 +215,7 @@ class Store {
     bool name_flushed = false;  // flush() had the kernel drop the name this write replaces
     bool replaced = false;      // a zombie because a newer version took its name
     bool name_settled = false;  // ...and the kernel no longer maps the name to it
+    pid_t redirect_tid = 0;     // a replace this thread has yet to open (see begin_replace())
     std::uint64_t lookups = 0;  // references the kernel took through lookup() and create()
     os::SegmentFile segment;
   };
@@ -252,9 +252,14 @@ class Store {
                     std::uint32_t* e);
   // Commits the closed write entries of `name` (all names if empty), except the observer's own.
   void commit_closed(std::uint32_t o, std::string_view name, const Caller* observer);
-  // The caller's newest write entry of `name`, if it is writing one.
+  // The caller's newest write entry of `name`, if it is writing one: the replace it is opening,
+  // or else the newest one it opened.
   std::optional<std::uint32_t> own_pending(std::uint32_t o, std::string_view name,
                                            const Caller& caller) const;
+  int begin_replace(std::uint32_t old, const Caller& caller);
+  std::optional<std::uint32_t> own_redirect(std::uint32_t o, std::string_view name,
+                                            const Caller& caller) const;
+  void drop_stale_redirects(std::uint32_t o);
   bool closed(std::uint32_t e) { return ent(e).flags & layout::kEntryClosed; }
 
   Attr object_attr(std::uint32_t o);
@@ -292,8 +297,8 @@ class Store {
   void drop_ticket_if_unused(Ino ino);
   // The entry that an inode stands for: itself, or a ticket's bound entry. ENOENT otherwise.
   int resolve_entry(Ino ino, std::uint32_t* e) const;
-  // The entry record an xattr call on `ino` is about: see getxattr().
-  int xattr_target(Ino ino, const Caller& caller, const Ref** object, std::uint32_t* e);
+  // What an xattr call on `ino` is about: an object (*object set) or an entry record.
+  int xattr_target(Ino ino, const Ref** object, std::uint32_t* e);
 
   const StoreOptions options_;
   // Guards everything below, and all of the metadata segment. Slot files are read and written

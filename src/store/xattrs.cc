@@ -23,7 +23,7 @@ int Store::resolve_entry(Ino ino, std::uint32_t* e) const {
   return 0;
 }
 
-int Store::xattr_target(Ino ino, const Caller& caller, const Ref** object, std::uint32_t* e) {
+int Store::xattr_target(Ino ino, const Ref** object, std::uint32_t* e) {
   *object = nullptr;
   const Ref* ref = find(ino);
   if (ref == nullptr) return tickets_.contains(ino) ? resolve_entry(ino, e) : kStaleInode;
@@ -32,20 +32,16 @@ int Store::xattr_target(Ino ino, const Caller& caller, const Ref** object, std::
     return 0;
   }
   *e = ref->index;
-  const layout::EntryRecord& r = ent(*e);
-  if (r.state != EntryState::kWrite && r.object != layout::kNoObject) {
-    if (auto own = own_pending(r.object, name_of(r.name), caller)) *e = *own;
-  }
   return 0;
 }
 
-int Store::getxattr(Ino ino, std::string_view name, std::string* value, const Caller& caller) {
+int Store::getxattr(Ino ino, std::string_view name, std::string* value) {
   Guard guard(*this);
   if (!is_user_name(name)) return ENOTSUP;
   if (ino == kRootIno) return ENODATA;
   const Ref* ref;
   std::uint32_t e;
-  if (int err = xattr_target(ino, caller, &ref, &e); err != 0) return err;
+  if (int err = xattr_target(ino, &ref, &e); err != 0) return err;
   if (ref != nullptr) {
     const std::uint32_t o = ref->index;
     const layout::ObjectRecord& r = obj(o);
@@ -97,14 +93,13 @@ int Store::getxattr(Ino ino, std::string_view name, std::string* value, const Ca
   return 0;
 }
 
-int Store::setxattr(Ino ino, std::string_view name, std::string_view value, int flags,
-                    const Caller& caller) {
+int Store::setxattr(Ino ino, std::string_view name, std::string_view value, int flags) {
   if (!is_user_name(name)) return ENOTSUP;
   Guard guard(*this);
   if (ino == kRootIno) return EPERM;
   const Ref* ref;
   std::uint32_t e;
-  if (int err = xattr_target(ino, caller, &ref, &e); err != 0) return err == ENODATA ? EPERM : err;
+  if (int err = xattr_target(ino, &ref, &e); err != 0) return err == ENODATA ? EPERM : err;
   if (ref != nullptr) {
     const std::uint32_t o = ref->index;
     layout::ObjectRecord& r = obj(o);
@@ -156,7 +151,7 @@ int Store::setxattr(Ino ino, std::string_view name, std::string_view value, int 
   return 0;
 }
 
-int Store::listxattr(Ino ino, std::string* names, const Caller& caller) {
+int Store::listxattr(Ino ino, std::string* names) {
   Guard guard(*this);
   names->clear();
   if (ino == kRootIno) return 0;
@@ -166,7 +161,7 @@ int Store::listxattr(Ino ino, std::string* names, const Caller& caller) {
   };
   const Ref* ref;
   std::uint32_t e;
-  if (int err = xattr_target(ino, caller, &ref, &e); err != 0) return err == ENODATA ? 0 : err;
+  if (int err = xattr_target(ino, &ref, &e); err != 0) return err == ENODATA ? 0 : err;
   if (ref != nullptr) {
     for (const char* n : {xattr::kCapacity, xattr::kBlockSize, xattr::kCommit, xattr::kEntries,
                           xattr::kBytes}) {
@@ -185,13 +180,13 @@ int Store::listxattr(Ino ino, std::string* names, const Caller& caller) {
   return 0;
 }
 
-int Store::removexattr(Ino ino, std::string_view name, const Caller& caller) {
+int Store::removexattr(Ino ino, std::string_view name) {
   if (!is_user_name(name)) return ENOTSUP;
   Guard guard(*this);
   if (ino == kRootIno || is_smos_name(name)) return EPERM;
   const Ref* ref;
   std::uint32_t e;
-  if (int err = xattr_target(ino, caller, &ref, &e); err != 0) return err == ENODATA ? EPERM : err;
+  if (int err = xattr_target(ino, &ref, &e); err != 0) return err == ENODATA ? EPERM : err;
   if (ref != nullptr) return xattr_blob::remove(meta_->object_xattrs(ref->index), name);
   if (ent(e).state != EntryState::kWrite) return EPERM;
   return xattr_blob::remove(meta_->entry_xattrs(e), name);

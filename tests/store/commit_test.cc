@@ -145,9 +145,15 @@ TEST_F(StoreCommitTest, TruncatingOpenReplacesAtomically) {
   Ino old_ino = Put(obj, "w", old_bytes);
   std::uint64_t reader = OpenRead(old_ino, Other());
 
+  // The first open sends the kernel back for the name, which now leads this thread (only) to
+  // a new version, with an inode of its own.
   OpenFile writer;
-  ASSERT_EQ(store().open(old_ino, O_WRONLY | O_TRUNC, Me(), &writer), 0);
-  EXPECT_TRUE(writer.direct_io) << "the new version is written under the old inode";
+  EXPECT_EQ(store().open(old_ino, O_WRONLY | O_TRUNC, Me(), &writer), ESTALE);
+  Ino writing_ino;
+  ASSERT_EQ(Replace(obj, "w", Me(), &writer, &writing_ino), 0);
+  EXPECT_NE(writing_ino, old_ino);
+  EXPECT_EQ(InoOf(obj, "w", Other()), old_ino);
+  EXPECT_EQ(Xattr(writing_ino, xattr::kState), "write");
   ASSERT_EQ(Write(writer.fh, 0, new_bytes), 0);
 
   // Until the commit, everyone else gets the old version.
@@ -164,7 +170,7 @@ TEST_F(StoreCommitTest, TruncatingOpenReplacesAtomically) {
   ASSERT_EQ(store().lookup(obj, "w", Other(), &attr), 0);
   store().forget(attr.ino, 1);
   const Ino new_ino = attr.ino;
-  EXPECT_NE(new_ino, old_ino);
+  EXPECT_EQ(new_ino, writing_ino);
   EXPECT_EQ(attr.size, new_bytes.size());
   EXPECT_EQ(ContentsOf(new_ino, Other()), new_bytes);
   EXPECT_EQ(Xattr(new_ino, xattr::kSeq), "2");
@@ -186,7 +192,7 @@ TEST_F(StoreCommitTest, AReplacedVersionLivesWhileTheKernelMayStillOpenIt) {
   Attr attr;
   ASSERT_EQ(store().lookup(obj, "w", Other(), &attr), 0);  // the kernel now caches the name
   OpenFile writer;
-  ASSERT_EQ(store().open(old_ino, O_WRONLY | O_TRUNC, Me(), &writer), 0);
+  ASSERT_EQ(Replace(obj, "w", Me(), &writer), 0);
   ASSERT_EQ(Write(writer.fh, 0, "new!"), 0);
   Store::StaleName stale;
   ASSERT_EQ(store().flush(writer.fh, &stale), 0);
@@ -206,7 +212,7 @@ TEST_F(StoreCommitTest, AFlushedReplaceCommitsWhenAnotherCallerLooksTheNameUp) {
   Ino obj = MakeObject("o");
   Ino old_ino = Put(obj, "w", "old");
   OpenFile writer;
-  ASSERT_EQ(store().open(old_ino, O_WRONLY | O_TRUNC, Me(), &writer), 0);
+  ASSERT_EQ(Replace(obj, "w", Me(), &writer), 0);
   ASSERT_EQ(Write(writer.fh, 0, "new!"), 0);
   ASSERT_EQ(store().flush(writer.fh), 0);
 
@@ -225,11 +231,15 @@ TEST_F(StoreCommitTest, TruncatingAReplacingHandleResizesTheNewVersion) {
   Ino obj = MakeObject("o");
   Ino old_ino = Put(obj, "w", "old bytes");
   OpenFile writer;
-  ASSERT_EQ(store().open(old_ino, O_WRONLY | O_TRUNC, Me(), &writer), 0);
+  Ino new_ino;
+  ASSERT_EQ(Replace(obj, "w", Me(), &writer, &new_ino), 0);
   SetAttr change;
   change.size = 4096;
   Attr attr;
-  ASSERT_EQ(store().setattr(old_ino, change, writer.fh, Me(), &attr), 0);
+  ASSERT_EQ(store().setattr(new_ino, change, writer.fh, Me(), &attr), 0);
+  EXPECT_EQ(attr.size, 4096u);
+  EXPECT_EQ(store().setattr(old_ino, change, std::nullopt, Me(), &attr), EPERM)
+      << "committed versions never change";
   EXPECT_EQ(ContentsOf(old_ino, Other()), "old bytes") << "the old version is untouched";
   ASSERT_EQ(store().release(writer.fh), 0);
   EXPECT_EQ(ContentsOf(InoOf(obj, "w", Other()), Other()), std::string(4096, '\0'));
@@ -239,7 +249,7 @@ TEST_F(StoreCommitTest, AReplaceWithoutReadersFreesTheOldVersionAtCommit) {
   Ino obj = MakeObject("o", {{xattr::kCapacity, "2"}});
   Ino old_ino = Put(obj, "w", Pattern(3000, 1));
   OpenFile writer;
-  ASSERT_EQ(store().open(old_ino, O_WRONLY | O_TRUNC, Me(), &writer), 0);
+  ASSERT_EQ(Replace(obj, "w", Me(), &writer), 0);
   ASSERT_EQ(Write(writer.fh, 0, "new"), 0);
   ASSERT_EQ(store().release(writer.fh), 0);
 
@@ -258,7 +268,7 @@ TEST_F(StoreCommitTest, AnUncommittedReplaceIsDiscardedInExplicitMode) {
   ASSERT_EQ(store().release(fh), 0);
 
   OpenFile writer;
-  ASSERT_EQ(store().open(attr.ino, O_WRONLY | O_TRUNC, Me(), &writer), 0);
+  ASSERT_EQ(Replace(obj, "w", Me(), &writer), 0);
   ASSERT_EQ(Write(writer.fh, 0, "half-written"), 0);
   ASSERT_EQ(store().release(writer.fh), 0);
   EXPECT_EQ(InoOf(obj, "w", Other()), attr.ino);

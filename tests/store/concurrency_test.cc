@@ -113,7 +113,7 @@ class StoreConcurrencyTest : public StoreTest {
       const std::string data =
           Framed(Pattern(std::uniform_int_distribution<std::size_t>(0, kMaxSize)(gen), gen()));
       OpenFile file;
-      ASSERT_EQ(store().open(InoOf(obj, name, Me()), O_WRONLY | O_TRUNC, Me(), &file), 0);
+      ASSERT_EQ(Replace(obj, name, Me(), &file), 0);
       const std::size_t half = data.size() / 2;
       ASSERT_EQ(Write(file.fh, half, std::string_view(data).substr(half)), 0);
       ASSERT_EQ(Write(file.fh, 0, std::string_view(data).substr(0, half)), 0);

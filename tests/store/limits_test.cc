@@ -22,7 +22,7 @@ TEST_F(StoreCapacityTest, EntriesInEveryStateCountUntilFreed) {
   Attr attr;
   OpenFile file;
   EXPECT_EQ(store().create(obj, "d", 0644, kCreateFlags, Me(), &attr, &file), ENOSPC);
-  EXPECT_EQ(store().open(InoOf(obj, "a", Me()), O_WRONLY | O_TRUNC, Me(), &file), ENOSPC)
+  EXPECT_EQ(Replace(obj, "a", Me(), &file), ENOSPC)
       << "a replace needs a free entry too";
 
   // A write entry counts until its release commits it.

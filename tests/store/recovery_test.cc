@@ -146,7 +146,7 @@ TEST_F(StoreRecoveryTest, AClosedReplaceWinsAtAReattach) {
   Ino obj = MakeObject("o");
   Ino old_ino = Put(obj, "w", "old");
   OpenFile writer;
-  ASSERT_EQ(store().open(old_ino, O_WRONLY | O_TRUNC, Me(), &writer), 0);
+  ASSERT_EQ(Replace(obj, "w", Me(), &writer), 0);
   ASSERT_EQ(Write(writer.fh, 0, "newer"), 0);
   ASSERT_EQ(store().flush(writer.fh), 0);
 
@@ -172,7 +172,7 @@ TEST_F(StoreRecoveryTest, ZombiesAreFreedByAReattach) {
   // An old version that a replace left behind for its reader.
   ASSERT_NE(OpenRead(kept_ino, Other()), 0u);
   OpenFile writer;
-  ASSERT_EQ(store().open(kept_ino, O_WRONLY | O_TRUNC, Me(), &writer), 0);
+  ASSERT_EQ(Replace(obj, "kept", Me(), &writer), 0);
   ASSERT_EQ(Write(writer.fh, 0, "replaced"), 0);
   ASSERT_EQ(store().release(writer.fh), 0);
   ASSERT_EQ(Xattr(kept_ino, xattr::kState), "zombie");

@@ -144,6 +144,19 @@ Ino StoreTest::Put(Ino object, std::string_view name, std::string_view data, mod
   return attr.ino;
 }
 
+int StoreTest::Replace(Ino object, std::string_view name, const Caller& caller, OpenFile* out,
+                       Ino* ino) {
+  int err = ESTALE;
+  for (int walk = 0; walk < 2 && err == ESTALE; ++walk) {
+    Attr attr;
+    if (err = store().lookup(object, name, caller, &attr); err != 0) return err;
+    store().forget(attr.ino, 1);
+    err = store().open(attr.ino, O_WRONLY | O_TRUNC, caller, out);
+    if (ino != nullptr) *ino = attr.ino;
+  }
+  return err;
+}
+
 std::uint64_t StoreTest::OpenRead(Ino ino, const Caller& caller) {
   OpenFile file;
   if (int err = store().open(ino, O_RDONLY, caller, &file); err != 0) {

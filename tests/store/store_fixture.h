@@ -81,6 +81,11 @@ class StoreTest : public ::testing::Test {
                        mode_t mode = 0644);
   // Creates, writes and releases (commits, in close mode) an entry. Returns its inode.
   Ino Put(Ino object, std::string_view name, std::string_view data, mode_t mode = 0644);
+  // open(O_WRONLY|O_TRUNC) of entry `name`, as the kernel does it: a replace of a committed
+  // version answers ESTALE, and the path walk comes back for the new version. 0 or an errno;
+  // *ino is the inode the writer got.
+  int Replace(Ino object, std::string_view name, const Caller& caller, OpenFile* out,
+              Ino* ino = nullptr);
   // Opens `ino` read-only. Returns the handle, or 0 after recording a failure.
   std::uint64_t OpenRead(Ino ino, const Caller& caller);
 
