@@ -7,9 +7,10 @@ namespace smos::fs {
 namespace {
 
 // Committed entries never change, so the kernel may keep their attributes for long, and their
-// names until the store says otherwise (the Notifier). Entries being written, tickets and
-// .latest change behind the kernel's back and are never cached. Object attributes (listing
-// size, times) may lag by a second.
+// names until the store says otherwise (the Notifier). Entries being written change behind the
+// kernel's back and are never cached, nor are the names of tickets and .latest. A ticket's
+// attributes change only at an open, which invalidates them (op_open), so they are cached like
+// an object's, whose attributes (listing size, times, a chmod) may lag by a second.
 constexpr double kImmutableTimeout = 3600.0;
 constexpr double kStableNameTimeout = 60.0;
 constexpr double kDirTimeout = 1.0;
@@ -51,7 +52,7 @@ void fill_stat(const Attr& attr, struct stat* st) {
 }
 
 static double attr_timeout(const Attr& attr) {
-  if (S_ISDIR(attr.mode)) return kDirTimeout;
+  if (S_ISDIR(attr.mode) || attr.ticket) return kDirTimeout;
   return attr.immutable ? kImmutableTimeout : 0.0;
 }
 

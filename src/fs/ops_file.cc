@@ -19,7 +19,13 @@ void fill_open(const OpenFile& file, fuse_file_info* fi) {
 }
 
 // Sends the reply to an open, or gives the handle back if the opener is gone.
-void finish_open(fuse_req_t req, Store& store, const OpenFile& file, fuse_file_info fi) {
+void finish_open(fuse_req_t req, fuse_ino_t ino, Store& store, const OpenFile& file,
+                 fuse_file_info fi) {
+  if (file.rebound) {
+    // Attributes only: this takes no lock that the opener holds, and costs no round trip.
+    fuse_lowlevel_notify_inval_inode(static_cast<Context*>(fuse_req_userdata(req))->session, ino,
+                                     -1, 0);
+  }
   fill_open(file, &fi);
   if (fuse_reply_open(req, &fi) != 0) guarded("open", [&] { return store.release(file.fh); });
 }
@@ -74,11 +80,11 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Store& store = store_of(req);
   Store::Waiter waiter{next_wait_id++, [req] { return fuse_req_interrupted(req) != 0; },
-                       [req, &store, fi_copy = *fi](int err, const OpenFile& file) {
+                       [req, ino, &store, fi_copy = *fi](int err, const OpenFile& file) {
                          if (err != 0) {
                            fuse_reply_err(req, err);
                          } else {
-                           finish_open(req, store, file, fi_copy);
+                           finish_open(req, ino, store, file, fi_copy);
                          }
                        }};
   // Registered first: an interrupt that comes before the pop is queued is seen by
@@ -90,7 +96,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (err != 0) {
     fuse_reply_err(req, err);
   } else {
-    finish_open(req, store, file, *fi);
+    finish_open(req, ino, store, file, *fi);
   }
 }
 

@@ -1,9 +1,10 @@
 // The control files of every object: .push, .pop and .latest.
 //
-// A path lookup of a control file yields a ticket: an inode of its own that open() binds to one
-// entry. The kernel keeps a page cache and attributes per inode, so a ticket per open keeps two
-// pops (or two pushes) from ever sharing cached bytes. A thread's unopened ticket is handed out
-// again by its next lookup, so a loop of opens costs one lookup each.
+// A path lookup of .latest yields the newest committed entry's own inode, looked up afresh by
+// every path walk. A lookup of .push or .pop yields a ticket: an inode of its own that open()
+// binds to one entry. The kernel keeps a page cache and attributes per inode, so a ticket per
+// open keeps two pops (or two pushes) from ever sharing cached bytes. A thread's unopened ticket
+// is handed out again by its next lookup, so a loop of opens costs one lookup each.
 #include <fcntl.h>
 #include <sys/stat.h>
 
@@ -42,16 +43,29 @@ Attr Store::ticket_attr(Ino ino, const Ticket& t) {
   }
   a.ino = ino;
   a.stable_name = false;  // each lookup may hand out another ticket
+  a.ticket = true;
   return a;
 }
 
 int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr* out) {
   ObjectRt& ort = object_rt_[o];
   const Control control = static_cast<Control>(kind);
-  Ino& idle = ort.idle_tickets[{control, caller.pid}];
+  if (control == Control::kLatest) {
+    commit_closed(o, {}, &caller);
+    if (!ort.by_seq.empty()) {
+      const std::uint32_t e = ort.by_seq.rbegin()->second;
+      entry_rt_[e].lookups++;
+      *out = entry_attr(e);
+      out->stable_name = false;  // the next commit moves it
+      return 0;
+    }
+    // An empty object's .latest still exists, as a ticket that no open binds (see open_ticket).
+  }
+  const pid_t tid = control == Control::kLatest ? 0 : caller.pid;  // nothing binds it
+  Ino& idle = ort.idle_tickets[{control, tid}];
   if (idle == 0) {
     idle = meta_->header().next_ino++;
-    tickets_.emplace(idle, Ticket{o, control, caller.pid, std::nullopt});
+    tickets_.emplace(idle, Ticket{o, control, tid, std::nullopt});
   }
   Ticket& t = tickets_.at(idle);
   t.lookups++;
@@ -72,20 +86,27 @@ std::optional<std::uint32_t> Store::claim_oldest(std::uint32_t o) {
   return std::nullopt;
 }
 
+// The ticket stands for entry `e` from now on; it is no longer idle.
+void Store::bind_ticket(Ino ino, Ticket& t, std::uint32_t e) {
+  auto& idle = object_rt_[t.object].idle_tickets;
+  if (auto it = idle.find({t.kind, t.tid}); it != idle.end() && it->second == ino) idle.erase(it);
+  t.entry = e;
+}
+
+// A popped entry. The ticket's size in the kernel is the one lookup() gave (0), so reads go
+// direct (the kernel would otherwise ask for the size first), and its cached attributes are
+// stale (`rebound`) for fstat(2).
+OpenFile Store::open_popped(Ino ino, Ticket& t, std::uint32_t e) {
+  bind_ticket(ino, t, e);
+  t.handles++;
+  return OpenFile{new_fh(e, false, ino), true, false, true};
+}
+
 int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, OpenFile* out,
                        Waiter* waiter) {
   if (t.object == layout::kNoObject) return ENOENT;
   const std::uint32_t o = t.object;
   const bool writable = (flags & O_ACCMODE) != O_RDONLY;
-  // A second open of one ticket would share its page cache: keep that one out of it.
-  const bool shared = t.entry.has_value();
-  auto bind = [&](std::uint32_t e) {
-    auto idle = object_rt_[o].idle_tickets.find({t.kind, t.tid});
-    if (idle != object_rt_[o].idle_tickets.end() && idle->second == ino) {
-      object_rt_[o].idle_tickets.erase(idle);
-    }
-    t.entry = e;
-  };
 
   if (t.kind == Control::kPush) {
     if (!writable) return EPERM;
@@ -100,28 +121,23 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
     ent(e).seq = seq;  // reserved now, so that the name is known before the commit
     obj(o).next_seq++;
     entry_rt_[e].pushed = true;
-    bind(e);
+    bind_ticket(ino, t, e);
     t.handles++;
-    *out = OpenFile{new_fh(e, true, ino), shared, false};
+    // lookup() said the ticket was empty. So is a new entry, unless typed tracks give it its
+    // full size at birth.
+    *out = OpenFile{new_fh(e, true, ino), true, false, ent(e).size != 0};
     return 0;
   }
 
   if (writable) return EPERM;
   commit_closed(o, {}, &caller);
   if (t.kind == Control::kLatest) {
-    // Bound at open, not at lookup: nothing can replace it in between, and no replace ever
-    // opens this inode with O_TRUNC, so even a mapping of it through the mount is safe.
-    if (object_rt_[o].by_seq.empty()) return ENOENT;
-    const std::uint32_t e = object_rt_[o].by_seq.rbegin()->second;
-    bind(e);
-    t.handles++;
-    *out = OpenFile{new_fh(e, false, ino), shared, false};
-    return 0;
+    // The path walk that led here found the object empty. If it is not any more, walking again
+    // finds its newest entry.
+    return object_rt_[o].by_seq.empty() ? ENOENT : ESTALE;
   }
   if (std::optional<std::uint32_t> e = claim_oldest(o)) {
-    bind(*e);
-    t.handles++;
-    *out = OpenFile{new_fh(*e, false, ino), shared, false};
+    *out = open_popped(ino, t, *e);
     return 0;
   }
   if ((flags & O_NONBLOCK) || waiter == nullptr) return EAGAIN;
@@ -146,11 +162,8 @@ void Store::serve_pop_waiters(std::uint32_t o) {
     QueuedWaiter waiter = std::move(w->second);
     waiters_.erase(w);
     Ticket& t = tickets_.at(waiter.ticket);
-    const bool shared = t.entry.has_value();
-    auto idle = ort.idle_tickets.find({t.kind, t.tid});
-    if (idle != ort.idle_tickets.end() && idle->second == waiter.ticket) ort.idle_tickets.erase(idle);
-    t.entry = *e;
-    const OpenFile file{new_fh(*e, false, waiter.ticket), shared, false};
+    t.handles--;  // open_popped() takes it again
+    const OpenFile file = open_popped(waiter.ticket, t, *e);
     completions_.push_back([done = std::move(waiter.done), file] { done(0, file); });
   }
 }

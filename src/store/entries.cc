@@ -265,12 +265,14 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
   const bool writable = (flags & O_ACCMODE) != O_RDONLY;
   if (r.state == EntryState::kWrite) {
     if (!is_writer(e, caller)) return ENOENT;
+    if (writable && (flags & O_TRUNC)) {
+      // Each truncating open writes a version of its own, even in one process.
+      if (rt.writers > 0) return begin_replace(e, caller);
+      if (int err = resize(e, 0); err != 0) return err;
+    }
     if (writable) {
       r.flags &= ~layout::kEntryClosed;  // its writer is back: not closed after all
       rt.redirect_tid = 0;               // a replace came back for its new version
-    }
-    if (writable && (flags & O_TRUNC)) {
-      if (int err = resize(e, 0); err != 0) return err;
     }
     *out = OpenFile{new_fh(e, writable), writable, false};
     return 0;
@@ -302,7 +304,8 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
   return 0;
 }
 
-// Atomic replace: open(O_TRUNC) of a committed entry. The new version needs an inode of its own
+// Atomic replace: open(O_TRUNC) of a committed entry, or of a version that another descriptor
+// is writing. The new version needs an inode of its own
 // (the old one's readers keep their page cache and size), but the kernel opens the inode the name
 // led it to. So the store makes the new version, answers ESTALE, and the kernel walks the path
 // again: lookup() now gives this thread the new version, which the second open finds in write

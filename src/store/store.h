@@ -59,6 +59,8 @@ struct Attr {
   layout::Timestamps times{};
   bool immutable = false;     // a committed entry: its attributes and bytes never change
   bool stable_name = false;   // the name -> inode binding may be cached (see name listener)
+  bool ticket = false;        // a ticket: its attributes change only when open() rebinds it,
+                              // which says so (OpenFile::rebound)
 };
 
 struct SetAttr {
@@ -80,6 +82,8 @@ struct OpenFile {
   std::uint64_t fh = 0;
   bool direct_io = false;   // bypass the page cache: writers, whose bytes go straight to the slot
   bool keep_cache = false;  // the page cache already holds exactly these committed bytes
+  bool rebound = false;     // the inode now stands for another entry: its cached attributes
+                            // in the kernel are stale
 };
 
 // A byte range of a slot file, to be read or written outside the store's lock. The handle
@@ -181,6 +185,7 @@ class Store {
     bool is_object;
     std::uint32_t index;
   };
+  // The kinds of ticket. A .latest ticket stands in for an empty object's newest entry.
   enum class Control : std::uint8_t { kPush, kPop, kLatest };
   struct ObjectRt {
     std::map<std::string, std::uint32_t, std::less<>> committed;  // name -> current version
@@ -286,11 +291,13 @@ class Store {
   int entry_of_handle(std::uint64_t fh, const Handle** out) const;
 
   // Control files (control.cc).
-  static int control_kind(std::string_view name);  // -1, or 0/1/2 for .push/.pop/.latest
+  static int control_kind(std::string_view name);  // -1, or a Control
   Attr ticket_attr(Ino ino, const Ticket& t);
   int lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr* out);
   int open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, OpenFile* out,
                   Waiter* waiter);
+  void bind_ticket(Ino ino, Ticket& t, std::uint32_t e);
+  OpenFile open_popped(Ino ino, Ticket& t, std::uint32_t e);
   std::optional<std::uint32_t> claim_oldest(std::uint32_t o);
   void serve_pop_waiters(std::uint32_t o);
   void fail_pop_waiters(std::uint32_t o, int err);
