@@ -36,6 +36,7 @@ Serve a shared-memory object store as a filesystem. See smosd(8) and smos(7).
   --max-objects=N        object table size, fixed at creation (default 1024)
   --max-entries=N        entry table size, fixed at creation (default 16384)
   --reset                discard any existing store of this name
+  --no-passthrough       never let the kernel serve reads from slot files itself
   -o OPT[,OPT...]        FUSE mount options, e.g. allow_other
   -h, --help             this text
   -V, --version          the version
@@ -49,6 +50,7 @@ struct Options {
   std::string log_level = "info";
   bool foreground = false;
   bool debug = false;
+  bool passthrough = true;
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -71,7 +73,8 @@ std::uint64_t default_memory_budget() {
 }
 
 Options parse_options(int argc, char** argv) {
-  enum { kLogLevel = 256, kStore, kCapacity, kBlockSize, kMemory, kMaxObjects, kMaxEntries, kReset };
+  enum { kLogLevel = 256, kStore, kCapacity, kBlockSize, kMemory, kMaxObjects, kMaxEntries, kReset,
+         kNoPassthrough };
   static const option long_options[] = {
       {"log-level", required_argument, nullptr, kLogLevel},
       {"store", required_argument, nullptr, kStore},
@@ -81,6 +84,7 @@ Options parse_options(int argc, char** argv) {
       {"max-objects", required_argument, nullptr, kMaxObjects},
       {"max-entries", required_argument, nullptr, kMaxEntries},
       {"reset", no_argument, nullptr, kReset},
+      {"no-passthrough", no_argument, nullptr, kNoPassthrough},
       {"help", no_argument, nullptr, 'h'},
       {"version", no_argument, nullptr, 'V'},
       {nullptr, 0, nullptr, 0},
@@ -116,6 +120,7 @@ Options parse_options(int argc, char** argv) {
       case kMaxObjects: opts.store.max_objects = positive("--max-objects", smos::parse_count(optarg), 1u << 20); break;
       case kMaxEntries: opts.store.max_entries = positive("--max-entries", smos::parse_count(optarg), 1u << 24); break;
       case kReset: opts.store.reset = true; break;
+      case kNoPassthrough: opts.passthrough = false; break;
       case 'h': std::fputs(kUsage, stdout); std::exit(0);
       case 'V': std::puts("smosd 0.1.0"); std::exit(0);
       default: usage_error("unknown option");
@@ -198,7 +203,7 @@ int serve(const Options& opts, smos::Store& store) {
   for (auto& w : words) argv.push_back(w.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
 
-  smos::fs::Context context{&store, nullptr, {}};
+  smos::fs::Context context{&store, nullptr, smos::os::FuseChannel(opts.passthrough)};
   const fuse_lowlevel_ops& ops = smos::fs::operations();
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &context);
   if (se == nullptr) {
@@ -213,6 +218,8 @@ int serve(const Options& opts, smos::Store& store) {
       spdlog::info("store '{}' mounted on {} (memory budget {} bytes)", opts.store.name,
                    opts.mountpoint, opts.store.memory_budget);
       fuse_daemonize(opts.foreground ? 1 : 0);
+      smos::fs::ChannelBackingFiles backing(context);
+      store.set_backing_files(&backing);
       smos::fs::Notifier notifier(se);
       store.set_name_listener(
           [&notifier, &store](smos::Ino parent, const std::string& name, smos::Ino old) {
@@ -226,6 +233,7 @@ int serve(const Options& opts, smos::Store& store) {
       rc = stopped == 0 || stopped == SIGINT || stopped == SIGTERM || stopped == SIGHUP ? 0 : 1;
       fuse_loop_cfg_destroy(loop);
       store.set_name_listener(nullptr);
+      store.set_backing_files(nullptr);
       fuse_session_unmount(se);
       spdlog::info("unmounted {}", opts.mountpoint);
     } else {

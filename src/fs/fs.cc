@@ -95,6 +95,15 @@ int install_channel(fuse_session* se) {
   return fuse_session_custom_io(se, &io, fuse_session_fd(se));
 }
 
+int ChannelBackingFiles::open(int fd) {
+  if (!context_.channel.passthrough()) return -EOPNOTSUPP;
+  return context_.channel.backing_open(fuse_session_fd(context_.session), fd);
+}
+
+void ChannelBackingFiles::close(int id) {
+  context_.channel.backing_close(fuse_session_fd(context_.session), id);
+}
+
 const fuse_lowlevel_ops& operations() {
   static const fuse_lowlevel_ops ops = [] {
     fuse_lowlevel_ops o;

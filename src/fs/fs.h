@@ -29,6 +29,18 @@ struct Context {
 // Routes the session's device I/O through context->channel.
 int install_channel(fuse_session* se);
 
+// Registers slot files with the kernel as backing files, through the context's channel, once
+// the kernel has agreed to FUSE passthrough.
+class ChannelBackingFiles final : public Store::BackingFiles {
+ public:
+  explicit ChannelBackingFiles(Context& context) : context_(context) {}
+  int open(int fd) override;
+  void close(int id) override;
+
+ private:
+  Context& context_;
+};
+
 inline Store& store_of(fuse_req_t req) {
   return *static_cast<Context*>(fuse_req_userdata(req))->store;
 }

@@ -27,6 +27,7 @@ void finish_open(fuse_req_t req, fuse_ino_t ino, Store& store, const OpenFile& f
                                      -1, 0);
   }
   fill_open(file, &fi);
+  os::FuseChannel::ReplyBacking backing(file.backing_id);
   if (fuse_reply_open(req, &fi) != 0) guarded("open", [&] { return store.release(file.fh); });
 }
 

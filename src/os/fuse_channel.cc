@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/fuse.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -11,9 +12,43 @@
 namespace smos::os {
 
 namespace {
-// Newer than the kernel headers this builds against (include/uapi/linux/fuse.h, 7.39).
+// Newer than the kernel headers this builds against (include/uapi/linux/fuse.h, 7.38); the
+// values are the kernel's ABI (7.40).
 constexpr std::uint64_t kDirectIoAllowMmap = 1ull << 36;
+constexpr std::uint64_t kPassthrough = 1ull << 37;
+constexpr std::uint32_t kOpenPassthrough = 1u << 7;  // FOPEN_PASSTHROUGH
+// fuse_init_out.max_stack_depth: the first of 7.38's unused words after flags2. Slot files live
+// on tmpfs, which stacks on nothing, so a depth of 1 suffices.
+constexpr std::size_t kMaxStackDepthOffset = offsetof(fuse_init_out, flags2) + 4;
+// fuse_open_out.backing_id took the place of 7.38's padding.
+constexpr std::size_t kBackingIdOffset = offsetof(fuse_open_out, padding);
+struct BackingMap {  // struct fuse_backing_map
+  std::int32_t fd;
+  std::uint32_t flags;
+  std::uint64_t padding;
+};
+static_assert(sizeof(BackingMap) == 16);
+constexpr unsigned long kIocBackingOpen = _IOW(229, 1, BackingMap);
+constexpr unsigned long kIocBackingClose = _IOW(229, 2, std::uint32_t);
+
+thread_local int reply_backing_id = 0;
 }  // namespace
+
+FuseChannel::ReplyBacking::ReplyBacking(int id) { reply_backing_id = id; }
+FuseChannel::ReplyBacking::~ReplyBacking() { reply_backing_id = 0; }
+
+int FuseChannel::backing_open(int dev_fd, int fd) {
+  BackingMap map{fd, 0, 0};
+  const int id = ::ioctl(dev_fd, kIocBackingOpen, &map);
+  return id > 0 ? id : -errno;
+}
+
+void FuseChannel::backing_close(int dev_fd, int id) {
+  std::uint32_t arg = static_cast<std::uint32_t>(id);
+  if (::ioctl(dev_fd, kIocBackingClose, &arg) != 0) {
+    spdlog::warn("FUSE channel: closing backing file {}: {}", id, std::strerror(errno));
+  }
+}
 
 ssize_t FuseChannel::read(int fd, void* buf, std::size_t len) {
   ssize_t n = ::read(fd, buf, len);
@@ -34,6 +69,17 @@ ssize_t FuseChannel::read(int fd, void* buf, std::size_t len) {
 }
 
 ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {
+  if (reply_backing_id > 0 && count == 2 && iov[0].iov_len == sizeof(fuse_out_header) &&
+      iov[1].iov_len == sizeof(fuse_open_out)) {
+    auto* open = static_cast<char*>(iov[1].iov_base);
+    std::uint32_t flags;
+    std::memcpy(&flags, open + offsetof(fuse_open_out, open_flags), sizeof flags);
+    flags = (flags | kOpenPassthrough) & ~static_cast<std::uint32_t>(FOPEN_DIRECT_IO | FOPEN_KEEP_CACHE);
+    std::memcpy(open + offsetof(fuse_open_out, open_flags), &flags, sizeof flags);
+    const std::int32_t id = reply_backing_id;
+    spdlog::debug("FUSE channel: open reply with backing file {}", id);
+    std::memcpy(open + kBackingIdOffset, &id, sizeof id);
+  }
   const std::uint64_t init_unique = init_unique_.load(std::memory_order_relaxed);
   if (init_unique != 0 && count >= 2 && iov[0].iov_len == sizeof(fuse_out_header) &&
       iov[1].iov_len >= offsetof(fuse_init_out, max_write)) {
@@ -50,10 +96,24 @@ ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {
         init->flags2 |= static_cast<std::uint32_t>(kDirectIoAllowMmap >> 32);
         direct_io_allow_mmap_ = true;
       }
+      const char* passthrough = "off (not offered)";
+      if (!want_passthrough_) {
+        passthrough = "off (disabled)";
+      } else if ((offered & kPassthrough) && (init->flags & FUSE_INIT_EXT) &&
+                 !(init->flags & FUSE_WRITEBACK_CACHE) &&
+                 iov[1].iov_len >= kMaxStackDepthOffset + sizeof(std::uint32_t)) {
+        init->flags2 |= static_cast<std::uint32_t>(kPassthrough >> 32);
+        const std::uint32_t depth = 1;
+        std::memcpy(static_cast<char*>(iov[1].iov_base) + kMaxStackDepthOffset, &depth,
+                    sizeof depth);
+        passthrough_.store(true, std::memory_order_release);
+        passthrough = "on";
+      }
       init_unique_ = ~0ull;  // answered: nothing more to look for
-      spdlog::info("FUSE channel: handle_killpriv_v2 {}, direct_io_allow_mmap {}",
+      spdlog::info("FUSE channel: handle_killpriv_v2 {}, direct_io_allow_mmap {}, passthrough {}",
                    killpriv_v2_ ? "on" : "off (not offered)",
-                   direct_io_allow_mmap_ ? "on" : "off (not offered: mmap of entries fails)");
+                   direct_io_allow_mmap_ ? "on" : "off (not offered: mmap of entries fails)",
+                   passthrough);
     }
   }
   return ::writev(fd, iov, count);

@@ -5,7 +5,11 @@
 //    neither, and the kernel then sets SB_NOSEC, which stops the security.capability GETXATTR
 //    it otherwise sends before every write(2).
 //  - FUSE_DIRECT_IO_ALLOW_MMAP (kernel 6.6+): files opened with FOPEN_DIRECT_IO may still be
-//    mapped with MAP_SHARED. smos readers use direct I/O (see Store::open).
+//    mapped with MAP_SHARED. smos writers and pops use direct I/O (see Store::open).
+//  - FUSE_PASSTHROUGH (kernel 6.9+, CONFIG_FUSE_PASSTHROUGH, CAP_SYS_ADMIN), unless disabled:
+//    an open may be answered with a backing file, whose reads and mappings the kernel then
+//    serves itself. A backing file is registered with backing_open(), and an open reply sent
+//    with reply_backing() set names it (see docs/design.md, "Passthrough").
 // Install with fuse_session_custom_io() after fuse_session_mount().
 #pragma once
 
@@ -19,6 +23,23 @@ namespace smos::os {
 
 class FuseChannel {
  public:
+  explicit FuseChannel(bool want_passthrough = true) : want_passthrough_(want_passthrough) {}
+
+  // Whether the kernel accepted FUSE_PASSTHROUGH (known once INIT is answered).
+  bool passthrough() const { return passthrough_.load(std::memory_order_acquire); }
+  // Registers `fd` as a backing file: its id (> 0), or -errno.
+  int backing_open(int dev_fd, int fd);
+  void backing_close(int dev_fd, int id);
+  // While set (> 0), this thread's open replies name backing file `id`: a scope around
+  // fuse_reply_open(), which writes its reply through writev() on the same thread.
+  class ReplyBacking {
+   public:
+    explicit ReplyBacking(int id);
+    ~ReplyBacking();
+    ReplyBacking(const ReplyBacking&) = delete;
+    ReplyBacking& operator=(const ReplyBacking&) = delete;
+  };
+
   // The same contract as read(2) and writev(2) on the device: -1 with errno on failure.
   ssize_t read(int fd, void* buf, std::size_t len);
   ssize_t writev(int fd, iovec* iov, int count);
@@ -32,6 +53,8 @@ class FuseChannel {
   std::atomic<std::uint64_t> kernel_flags_{0};  // flags | flags2 << 32
   bool killpriv_v2_ = false;
   bool direct_io_allow_mmap_ = false;
+  const bool want_passthrough_;
+  std::atomic<bool> passthrough_{false};
 };
 
 }  // namespace smos::os

@@ -93,13 +93,18 @@ void Store::bind_ticket(Ino ino, Ticket& t, std::uint32_t e) {
   t.entry = e;
 }
 
-// A popped entry. The ticket's size in the kernel is the one lookup() gave (0), so reads go
-// direct (the kernel would otherwise ask for the size first), and its cached attributes are
-// stale (`rebound`) for fstat(2).
+// A popped entry, served by passthrough if it can be. Or else the ticket's size in the kernel is
+// the one lookup() gave (0), so reads go direct (the kernel would otherwise ask for the size
+// first). Either way its cached attributes are stale (`rebound`) for fstat(2).
 OpenFile Store::open_popped(Ino ino, Ticket& t, std::uint32_t e) {
+  // A ticket opened twice (through /proc/self/fd) stands for two entries, and the kernel allows
+  // one backing file per inode.
+  const int backing = t.handles == 0 ? backing_of(e) : 0;
   bind_ticket(ino, t, e);
   t.handles++;
-  return OpenFile{new_fh(e, false, ino), true, false, true};
+  OpenFile file{new_fh(e, false, ino, backing), true, false, true};
+  file.backing_id = backing;
+  return file;
 }
 
 int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, OpenFile* out,

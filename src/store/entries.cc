@@ -73,6 +73,8 @@ int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t 
   rt.replaced = false;
   rt.name_settled = false;
   rt.redirect_tid = 0;
+  rt.cached_readers = 0;
+  rt.passthrough_used = false;
   rt.lookups = 0;
   sync_segment_owner(e);
   ort.entries++;
@@ -193,7 +195,16 @@ void Store::release_entry_if_unused(std::uint32_t e) {
 void Store::free_entry(std::uint32_t e) {
   layout::EntryRecord& r = ent(e);
   EntryRt& rt = entry_rt_[e];
-  if (rt.segment.truncate(0) != 0) {
+  if (rt.backing_id != 0) {
+    backing_->close(rt.backing_id);
+    rt.backing_id = 0;
+  }
+  if (rt.passthrough_used) {
+    // A passthrough mapping holds the slot file itself, not a handle, and may outlive every
+    // handle: give it the file, and the slot a new one (new_entry() makes it).
+    os::SegmentFile::remove(MetaSegment::slot_name(options_.name, e));
+    rt.segment = os::SegmentFile();
+  } else if (rt.segment.truncate(0) != 0) {
     spdlog::warn("store '{}': cannot truncate slot {}", options_.name, e);
   }
   bytes_used_ -= r.size;
@@ -209,12 +220,35 @@ void Store::free_entry(std::uint32_t e) {
   free_entries_.push_back(e);
 }
 
-std::uint64_t Store::new_fh(std::uint32_t e, bool writable, Ino ticket) {
+std::uint64_t Store::new_fh(std::uint32_t e, bool writable, Ino ticket, int backing_id) {
   EntryRt& rt = entry_rt_[e];
   (writable ? rt.writers : rt.readers)++;
+  if (!writable && ticket == 0 && backing_id == 0) rt.cached_readers++;
   const std::uint64_t fh = next_fh_++;
-  handles_.emplace(fh, Handle{e, writable, ticket});
+  handles_.emplace(fh, Handle{e, writable, ticket, backing_id != 0});
   return fh;
+}
+
+void Store::set_backing_files(BackingFiles* files) {
+  Guard guard(*this);
+  backing_ = files;
+}
+
+int Store::backing_of(std::uint32_t e) {
+  EntryRt& rt = entry_rt_[e];
+  if (rt.backing_id == 0 && backing_ != nullptr) {
+    const int id = backing_->open(rt.segment.fd());
+    if (id < 0) {
+      spdlog::warn("store '{}': no passthrough from now on: registering slot {}: {}",
+                   options_.name, e, std::strerror(-id));
+      backing_ = nullptr;
+      return 0;
+    }
+    rt.backing_id = id;
+    spdlog::debug("store: slot {} is backing file {}", e, id);
+    rt.passthrough_used = true;
+  }
+  return rt.backing_id;
 }
 
 int Store::entry_of_handle(std::uint64_t fh, const Handle** out) const {
@@ -297,9 +331,13 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
     if (!(flags & O_TRUNC)) return r.state == EntryState::kZombie ? ESTALE : EPERM;
     return begin_replace(e, caller);
   }
-  // Every inode stands for one version, whose bytes never change once committed, so readers
-  // share the page cache. The first reader after the commit drops what the writer left there.
-  *out = OpenFile{new_fh(e, false), false, rt.cache_primed};
+  // Every inode stands for one version, whose bytes never change once committed. So the kernel
+  // may serve it from its slot file (passthrough), unless the inode is open without: the kernel
+  // allows no mix. Or else readers share the page cache, which the first reader after the
+  // commit empties of what the writer left there.
+  const int backing = rt.writers == 0 && rt.cached_readers == 0 ? backing_of(e) : 0;
+  *out = OpenFile{new_fh(e, false, 0, backing), false, rt.cache_primed};
+  out->backing_id = backing;
   rt.cache_primed = true;
   return 0;
 }
@@ -470,6 +508,7 @@ int Store::release(std::uint64_t fh) {
   if (it == handles_.end()) return EBADF;
   const Handle h = it->second;
   handles_.erase(it);
+  if (!h.writable && h.ticket == 0 && !h.passthrough) entry_rt_[h.entry].cached_readers--;
   if (h.ticket != 0) {
     tickets_.at(h.ticket).handles--;
     drop_ticket_if_unused(h.ticket);

@@ -84,6 +84,8 @@ struct OpenFile {
   bool keep_cache = false;  // the page cache already holds exactly these committed bytes
   bool rebound = false;     // the inode now stands for another entry: its cached attributes
                             // in the kernel are stale
+  int backing_id = 0;       // > 0: the kernel serves reads and mappings from this backing file
+                            // (FUSE passthrough), registered through Store::BackingFiles
 };
 
 // A byte range of a slot file, to be read or written outside the store's lock. The handle
@@ -173,6 +175,17 @@ class Store {
 
   StoreStats stats();
 
+  // FUSE passthrough: the kernel serves a reader from a slot file itself, once the file is
+  // registered with it. Calls come under the store's lock.
+  class BackingFiles {
+   public:
+    virtual ~BackingFiles() = default;
+    virtual int open(int fd) = 0;  // an id > 0, or -errno
+    virtual void close(int id) = 0;
+  };
+  // Without one (the default), or after it fails once, no open is answered with a backing file.
+  void set_backing_files(BackingFiles* files);
+
   // Called, outside the store's lock, whenever a name that lookup() reported as stable stops
   // naming inode `old` behind the kernel's back: a replace committed, or a pop claimed it. Once
   // the kernel has forgotten the name, the listener calls name_settled(old).
@@ -221,6 +234,9 @@ class Store {
     bool replaced = false;      // a zombie because a newer version took its name
     bool name_settled = false;  // ...and the kernel no longer maps the name to it
     pid_t redirect_tid = 0;     // a replace this thread has yet to open (see begin_replace())
+    std::uint32_t cached_readers = 0;  // read handles of its own inode without passthrough
+    int backing_id = 0;                // registered as a backing file, or 0
+    bool passthrough_used = false;     // served by passthrough: mappings may outlive handles
     std::uint64_t lookups = 0;  // references the kernel took through lookup() and create()
     os::SegmentFile segment;
   };
@@ -228,6 +244,7 @@ class Store {
     std::uint32_t entry;
     bool writable;
     Ino ticket;  // 0 unless opened through .push or .pop
+    bool passthrough = false;
   };
   // Holds mu_; on destruction releases it, then runs the waiter callbacks that came due.
   class Guard {
@@ -287,7 +304,9 @@ class Store {
   void name_changed(std::uint32_t o, std::uint32_t old);
   void free_entry(std::uint32_t e);
   int sync_segment_owner(std::uint32_t e);
-  std::uint64_t new_fh(std::uint32_t e, bool writable, Ino ticket = 0);
+  std::uint64_t new_fh(std::uint32_t e, bool writable, Ino ticket = 0, int backing_id = 0);
+  // The entry's backing file id for a passthrough open, or 0 if there is none to be had.
+  int backing_of(std::uint32_t e);
   int entry_of_handle(std::uint64_t fh, const Handle** out) const;
 
   // Control files (control.cc).
@@ -324,6 +343,7 @@ class Store {
   std::unordered_map<std::uint64_t, QueuedWaiter> waiters_;
   std::vector<std::function<void()>> completions_;  // run by ~Guard, outside mu_
   NameListener name_listener_;
+  BackingFiles* backing_ = nullptr;
   std::uint64_t bytes_used_ = 0;
 };
 
