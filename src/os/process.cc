@@ -7,10 +7,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <mutex>
+#include <unordered_map>
 
 namespace smos::os {
 
-pid_t thread_group_of(pid_t tid) {
+namespace {
+pid_t read_thread_group(pid_t tid) {
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%d/status", static_cast<int>(tid));
   int fd = ::open(path, O_RDONLY | O_CLOEXEC);
@@ -22,6 +25,32 @@ pid_t thread_group_of(pid_t tid) {
   buf[n] = '\0';
   const char* line = std::strstr(buf, "\nTgid:");
   return line ? static_cast<pid_t>(std::strtol(line + 6, nullptr, 10)) : tid;
+}
+}  // namespace
+
+// /proc/TID/status costs some 10 us, and every push asks. A thread id is not reused until the
+// kernel has cycled through pid_max (4M) others, far longer than an answer is kept here.
+pid_t thread_group_of(pid_t tid) {
+  constexpr std::int64_t kKeepNs = 1'000'000'000;
+  constexpr std::size_t kMaxKept = 4096;
+  struct Known {
+    pid_t tgid;
+    std::int64_t until;
+  };
+  static std::mutex mu;
+  static std::unordered_map<pid_t, Known> known;
+  const std::int64_t now = now_ns();
+  {
+    std::lock_guard lock(mu);
+    if (auto it = known.find(tid); it != known.end() && it->second.until > now) {
+      return it->second.tgid;
+    }
+  }
+  const pid_t tgid = read_thread_group(tid);
+  std::lock_guard lock(mu);
+  if (known.size() >= kMaxKept) known.clear();
+  known[tid] = Known{tgid, now + kKeepNs};
+  return tgid;
 }
 
 std::int64_t now_ns() {
