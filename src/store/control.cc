@@ -1,10 +1,15 @@
 // The control files of every object: .push, .pop and .latest.
 //
-// A path lookup of .latest yields the newest committed entry's own inode, looked up afresh by
-// every path walk. A lookup of .push or .pop yields a ticket: an inode of its own that open()
-// binds to one entry. The kernel keeps a page cache and attributes per inode, so a ticket per
-// open keeps two pops (or two pushes) from ever sharing cached bytes. A thread's unopened ticket
-// is handed out again by its next lookup, so a loop of opens costs one lookup each.
+// A lookup of .push or .pop yields a ticket: an inode of its own that open() binds to one entry.
+// The kernel keeps a page cache and attributes per inode, so a ticket per open keeps two pops
+// (or two pushes) from ever sharing cached bytes. A thread's unopened ticket is handed out again
+// by its next lookup, so a loop of opens costs one lookup each.
+//
+// A lookup of .latest yields an alias: a ticket bound at lookup, for good, to the newest
+// committed entry. The kernel may cache the name, so reading .latest costs one open; an open of
+// an alias whose entry is no longer the newest fails with ESTALE, and the kernel's path walk
+// comes back for the new alias. A commit also has the kernel drop the name (latest_moved()), so
+// that stat(2) follows. An empty object's .latest is a ticket that no open binds.
 #include <fcntl.h>
 #include <sys/stat.h>
 
@@ -30,6 +35,12 @@ int Store::control_kind(std::string_view name) {
 
 Attr Store::ticket_attr(Ino ino, const Ticket& t) {
   Attr a;
+  if (t.alias_of != 0) {
+    a = entry_attr(*t.entry);  // its entry lives as long as the alias
+    a.ino = ino;
+    a.stable_name = true;
+    return a;
+  }
   if (t.entry) {
     a = entry_attr(*t.entry);
     a.immutable = false;  // the same inode stands for another entry after the next open
@@ -53,10 +64,10 @@ int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr*
   if (control == Control::kLatest) {
     commit_closed(o, {}, &caller);
     if (!ort.by_seq.empty()) {
-      const std::uint32_t e = ort.by_seq.rbegin()->second;
-      entry_rt_[e].lookups++;
-      *out = entry_attr(e);
-      out->stable_name = false;  // the next commit moves it
+      const Ino alias = latest_alias(o, ort.by_seq.rbegin()->second);
+      Ticket& t = tickets_.at(alias);
+      t.lookups++;
+      *out = ticket_attr(alias, t);
       return 0;
     }
     // An empty object's .latest still exists, as a ticket that no open binds (see open_ticket).
@@ -84,6 +95,39 @@ std::optional<std::uint32_t> Store::claim_oldest(std::uint32_t o) {
     return e;
   }
   return std::nullopt;
+}
+
+// The alias of .latest for entry `e`, the object's newest.
+Ino Store::latest_alias(std::uint32_t o, std::uint32_t e) {
+  ObjectRt& ort = object_rt_[o];
+  if (ort.latest_alias == 0) {
+    ort.latest_alias = meta_->header().next_ino++;
+    Ticket t{o, Control::kLatest, 0, e};
+    t.alias_of = ent(e).ino;
+    tickets_.emplace(ort.latest_alias, t);
+    entry_rt_[e].aliases++;
+  }
+  return ort.latest_alias;
+}
+
+// The newest entry of the object changed: a cached .latest is stale.
+void Store::latest_moved(std::uint32_t o) {
+  ObjectRt& ort = object_rt_[o];
+  if (ort.latest_alias == 0) return;
+  const Ino alias = ort.latest_alias;
+  ort.latest_alias = 0;
+  if (name_listener_) {
+    completions_.push_back([this, parent = obj(o).ino, alias] {
+      name_listener_(parent, std::string(control::kLatest), alias);
+    });
+  }
+}
+
+std::optional<std::uint32_t> Store::alias_target(const Ticket& t) const {
+  if (t.object == layout::kNoObject) return std::nullopt;
+  const ObjectRt& ort = object_rt_[t.object];
+  if (ort.by_seq.empty() || ort.by_seq.rbegin()->second != *t.entry) return std::nullopt;
+  return t.entry;
 }
 
 // The ticket stands for entry `e` from now on; it is no longer idle.
@@ -137,9 +181,35 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
   if (writable) return EPERM;
   commit_closed(o, {}, &caller);
   if (t.kind == Control::kLatest) {
-    // The path walk that led here found the object empty. If it is not any more, walking again
-    // finds its newest entry.
-    return object_rt_[o].by_seq.empty() ? ENOENT : ESTALE;
+    if (t.alias_of == 0) {
+      // The path walk that led here found the object empty. If it is not any more, walking
+      // again finds its newest entry.
+      return object_rt_[o].by_seq.empty() ? ENOENT : ESTALE;
+    }
+    // A newer entry came since the kernel looked this alias up: ESTALE, and the path walk comes
+    // back for the newer alias. If that one too is overtaken before its open, the open is served
+    // anyway: the walk found it newest during this very open(2), and the kernel would not retry
+    // again.
+    constexpr std::int64_t kRetryWindowNs = 1'000'000'000;
+    auto& retries = object_rt_[o].latest_retries;
+    auto retry = retries.find(caller.pid);
+    const std::int64_t now = os::now_ns();
+    const bool came_back = retry != retries.end() && now - retry->second < kRetryWindowNs;
+    if (retry != retries.end()) retries.erase(retry);
+    std::optional<std::uint32_t> e = alias_target(t);
+    if (!e && !came_back) {
+      if (retries.size() >= 1024) retries.clear();  // threads that never came back
+      retries.emplace(caller.pid, now);
+      return ESTALE;
+    }
+    e = t.entry;
+    // Bound for good and never written: all its opens agree on passthrough, and what the page
+    // cache holds is this entry's.
+    const int backing = backing_of(*e);
+    t.handles++;
+    *out = OpenFile{new_fh(*e, false, ino, backing), false, true};
+    out->backing_id = backing;
+    return 0;
   }
   if (std::optional<std::uint32_t> e = claim_oldest(o)) {
     *out = open_popped(ino, t, *e);
@@ -215,6 +285,17 @@ void Store::drop_ticket_if_unused(Ino ino) {
   auto it = tickets_.find(ino);
   Ticket& t = it->second;
   if (t.handles > 0) return;
+  if (t.alias_of != 0) {
+    if (t.lookups > 0) return;
+    if (t.object != layout::kNoObject && object_rt_[t.object].latest_alias == ino) {
+      object_rt_[t.object].latest_alias = 0;
+    }
+    const std::uint32_t e = *t.entry;
+    tickets_.erase(it);
+    entry_rt_[e].aliases--;
+    release_entry_if_unused(e);
+    return;
+  }
   t.entry.reset();
   if (t.object == layout::kNoObject) {
     if (t.lookups == 0) tickets_.erase(it);

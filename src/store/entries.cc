@@ -74,6 +74,7 @@ int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t 
   rt.name_settled = false;
   rt.redirect_tid = 0;
   rt.cached_readers = 0;
+  rt.aliases = 0;
   rt.passthrough_used = false;
   rt.lookups = 0;
   sync_segment_owner(e);
@@ -156,6 +157,7 @@ void Store::commit(std::uint32_t e) {
   }
   ort.committed.emplace(std::string(name_of(r.name)), e);
   ort.by_seq.emplace(r.seq, e);
+  if (ort.by_seq.rbegin()->second == e) latest_moved(o);
   touch(obj(o).times, true);
   serve_pop_waiters(o);
 }
@@ -163,6 +165,7 @@ void Store::commit(std::uint32_t e) {
 void Store::unname(std::uint32_t e) {
   ObjectRt& ort = object_rt_[ent(e).object];
   ort.committed.erase(ort.committed.find(name_of(ent(e).name)));
+  if (ort.by_seq.rbegin()->second == e) latest_moved(ent(e).object);
   ort.by_seq.erase({ent(e).seq, e});
 }
 
@@ -185,8 +188,9 @@ void Store::retire(std::uint32_t e) {
 
 void Store::release_entry_if_unused(std::uint32_t e) {
   const EntryRt& rt = entry_rt_[e];
-  // A replaced version also lives while the kernel may still open it by inode (see forget()).
-  const bool looked_up = rt.replaced && rt.lookups > 0;
+  // A replaced version also lives while the kernel may still open it by inode (see forget()),
+  // and any entry while a .latest alias stands for it.
+  const bool looked_up = (rt.replaced && rt.lookups > 0) || rt.aliases > 0;
   if (ent(e).state == EntryState::kZombie && rt.readers == 0 && rt.writers == 0 && !looked_up) {
     free_entry(e);
   }

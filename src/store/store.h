@@ -208,6 +208,8 @@ class Store {
     std::uint64_t bytes = 0;
     std::vector<Track> tracks;  // parsed from the record
     std::map<std::pair<Control, pid_t>, Ino> idle_tickets;  // unopened tickets by thread
+    Ino latest_alias = 0;  // the .latest the kernel may cache: a ticket bound at lookup
+    std::map<pid_t, std::int64_t> latest_retries;  // threads sent back by a stale alias, when
     std::deque<std::uint64_t> pop_waiters;  // waiter ids, oldest first; may hold cancelled ids
   };
   // A control file opened through a path: an inode of its own, bound to one entry at open.
@@ -218,6 +220,7 @@ class Store {
     std::optional<std::uint32_t> entry;
     std::uint64_t lookups = 0;  // kernel references
     std::uint32_t handles = 0;
+    Ino alias_of = 0;  // a .latest alias: bound at lookup to the entry of this inode, for good
   };
   struct QueuedWaiter {
     Ino ticket;
@@ -235,6 +238,7 @@ class Store {
     bool name_settled = false;  // ...and the kernel no longer maps the name to it
     pid_t redirect_tid = 0;     // a replace this thread has yet to open (see begin_replace())
     std::uint32_t cached_readers = 0;  // read handles of its own inode without passthrough
+    std::uint32_t aliases = 0;         // .latest aliases bound to it: it lives while they do
     int backing_id = 0;                // registered as a backing file, or 0
     bool passthrough_used = false;     // served by passthrough: mappings may outlive handles
     std::uint64_t lookups = 0;  // references the kernel took through lookup() and create()
@@ -316,6 +320,10 @@ class Store {
   int open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, OpenFile* out,
                   Waiter* waiter);
   void bind_ticket(Ino ino, Ticket& t, std::uint32_t e);
+  Ino latest_alias(std::uint32_t o, std::uint32_t e);
+  void latest_moved(std::uint32_t o);
+  // The entry a .latest alias stands for, while it is still the object's newest.
+  std::optional<std::uint32_t> alias_target(const Ticket& t) const;
   OpenFile open_popped(Ino ino, Ticket& t, std::uint32_t e);
   std::optional<std::uint32_t> claim_oldest(std::uint32_t o);
   void serve_pop_waiters(std::uint32_t o);
