@@ -3,7 +3,7 @@
 // and the target.
 //
 // usage: smos_bench [--smosd PATH] [--quick] [--only W[,W...]] [--memory SIZE] [--timeout SEC]
-//                   [--markdown]
+//                   [--markdown] [--no-passthrough]
 // Exit status: 0 when every workload ran (whatever the numbers), 1 when one failed or smosd
 // misbehaved, 2 for a usage error, 77 when this machine cannot mount FUSE (ctest: skipped).
 //
@@ -79,6 +79,7 @@ struct Options {
   std::vector<int> only;  // workload numbers 1-9; empty: all
   std::string memory = "4G";
   int timeout_s = 0;  // 0: the mode's default
+  bool passthrough = true;  // false: smosd --no-passthrough, to measure the fallback path
 };
 
 struct Sizes {
@@ -142,7 +143,7 @@ const char* const kWorkloadNames[] = {
   if (message) std::fprintf(stderr, "smos_bench: %s\n", message);
   std::fprintf(stderr,
                "usage: smos_bench [--smosd PATH] [--quick] [--only W[,W...]] [--memory SIZE] "
-               "[--timeout SEC] [--markdown]\n"
+               "[--timeout SEC] [--markdown] [--no-passthrough]\n"
                "  W: 1-9 or push_pop latest metadata large_write large_read mmap segment "
                "concurrency control\n"
                "  --smosd defaults to the smosd next to this binary\n");
@@ -180,6 +181,8 @@ Options parse_options(int argc, char** argv) {
       o.quick = true;
     } else if (a == "--markdown") {
       o.markdown = true;
+    } else if (a == "--no-passthrough") {
+      o.passthrough = false;
     } else if (a == "-h" || a == "--help") {
       usage(nullptr);
     } else if (auto v = value("--smosd")) {
@@ -1197,7 +1200,8 @@ void print_table(const Bench& b, const Options& o, double seconds, const std::st
               o.quick ? "--quick (reduced sizes; not comparable to the targets)" : "default",
               today().c_str(), ::sysconf(_SC_NPROCESSORS_ONLN), u.release, seconds, load0.c_str(),
               load_average().c_str());
-  std::printf("smosd: %s\n%s", o.smosd.c_str(), md ? "\n" : "");
+  std::printf("smosd: %s%s\n%s", o.smosd.c_str(), o.passthrough ? "" : " --no-passthrough",
+              md ? "\n" : "");
   const char* head[] = {"workload", "unit",   "smos med", "smos p99", "tmpfs med", "tmpfs p99",
                         "ratio",    "better", "target",   "result",   "n",         "note"};
   if (md) {
@@ -1382,6 +1386,7 @@ std::string start(const Options& o, Mount& m) {
 
   std::vector<std::string> args = {
       o.smosd, "-f", "--store=" + m.store, "--reset", "--memory=" + o.memory, m.mountpoint};
+  if (!o.passthrough) args.insert(args.end() - 1, "--no-passthrough");
   int log = ::open(m.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (log < 0) return "open " + m.log;
   std::fflush(nullptr);

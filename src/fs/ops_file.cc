@@ -3,8 +3,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <vector>
 
 #include "fs/fs.h"
+#include "os/segment.h"
 
 namespace smos::fs {
 
@@ -101,9 +103,14 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
 }
 
-// The bytes go from the slot file to the kernel by splice where it can, outside the store lock.
+// Reads without passthrough. The bytes go from the slot file to the kernel outside the store
+// lock: small ones by splice, large ones through a buffer of this thread's. (libfuse would
+// splice those too, but a reply cannot outgrow the pipe, which stays at 1 MiB without
+// CAP_SYS_RESOURCE, and its fallback allocates a fresh buffer per read: a megabyte of page
+// faults each time.)
 // Valid replies: fuse_reply_buf, fuse_reply_iov, fuse_reply_data, fuse_reply_err.
 void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  constexpr std::size_t kSpliceMax = 128 * 1024;
   IoSpan span;
   int err = guarded("read", [&] {
     return store_of(req).prepare_read(fi->fh, static_cast<std::uint64_t>(off), size, &span);
@@ -112,8 +119,19 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
     fuse_reply_err(req, err);
     return;
   }
-  fuse_bufvec buf = slot_buf(span);
-  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+  if (span.length <= kSpliceMax) {
+    fuse_bufvec buf = slot_buf(span);
+    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+    return;
+  }
+  thread_local std::vector<char> buffer;
+  if (buffer.size() < span.length) buffer.resize(span.length);
+  const ssize_t n = os::read_at(span.fd, buffer.data(), span.length, span.offset);
+  if (n < 0) {
+    fuse_reply_err(req, static_cast<int>(-n));
+  } else {
+    fuse_reply_buf(req, buffer.data(), static_cast<std::size_t>(n));
+  }
 }
 
 // Valid replies: fuse_reply_write, fuse_reply_err.

@@ -27,6 +27,19 @@ int SegmentFile::open(const std::string& shm_name, SegmentFile* out) {
   return 0;
 }
 
+ssize_t read_at(int fd, void* buf, std::size_t len, std::uint64_t offset) {
+  std::size_t done = 0;
+  while (done < len) {
+    const ssize_t n = ::pread(fd, static_cast<char*>(buf) + done, len - done,
+                              static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -errno;
+    if (n == 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  return static_cast<ssize_t>(done);
+}
+
 void SegmentFile::remove(const std::string& shm_name) {
   bip::shared_memory_object::remove(shm_name.c_str());
 }

@@ -13,6 +13,9 @@ namespace smos::os {
 // Absolute path of a POSIX shared-memory object, e.g. "/dev/shm/smos.slot.3".
 std::string shm_path(const std::string& shm_name);
 
+// pread(2) until `len` bytes or the end of the file: the bytes read, or -errno.
+ssize_t read_at(int fd, void* buf, std::size_t len, std::uint64_t offset);
+
 // One entry slot's file under /dev/shm. Move-only; the descriptor lives as long as the object.
 // The file holds exactly one entry's bytes from offset 0, so it can be mapped whole.
 class SegmentFile {
