@@ -219,7 +219,7 @@ int serve(const Options& opts, smos::Store& store) {
                    opts.mountpoint, opts.store.memory_budget);
       fuse_daemonize(opts.foreground ? 1 : 0);
       smos::fs::ChannelBackingFiles backing(context);
-      store.set_backing_files(&backing);
+      if (opts.passthrough) store.set_backing_files(&backing);
       smos::fs::Notifier notifier(se);
       store.set_name_listener(
           [&notifier, &store](smos::Ino parent, const std::string& name, smos::Ino old) {
