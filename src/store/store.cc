@@ -309,8 +309,10 @@ void Store::set_name_listener(NameListener listener) {
 }
 
 void Store::name_changed(std::uint32_t o, std::uint32_t old) {
-  if (!name_listener_) {
-    entry_rt_[old].name_settled = true;  // no kernel to tell (tests, recovery)
+  // Without a lookup reference the kernel holds no name for the inode: a pushed entry that
+  // nobody looked up by name is popped without a word to the kernel.
+  if (!name_listener_ || entry_rt_[old].lookups == 0) {
+    entry_rt_[old].name_settled = true;  // no kernel to tell (tests, recovery), or nothing
     return;
   }
   completions_.push_back([this, parent = obj(o).ino, name = std::string(name_of(ent(old).name)),
