@@ -142,10 +142,11 @@ void Store::bind_ticket(Ino ino, Ticket& t, std::uint32_t e) {
 // first). Either way its cached attributes are stale (`rebound`) for fstat(2).
 OpenFile Store::open_popped(Ino ino, Ticket& t, std::uint32_t e) {
   // A ticket opened twice (through /proc/self/fd) stands for two entries, and the kernel allows
-  // one backing file per inode.
+  // one backing file per inode: the second open goes without (see open_ticket()).
   const int backing = t.handles == 0 ? backing_of(e) : 0;
   bind_ticket(ino, t, e);
   t.handles++;
+  t.passthrough = backing != 0;
   OpenFile file{new_fh(e, false, ino, backing), true, false, true};
   file.backing_id = backing;
   return file;
@@ -179,6 +180,9 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
   }
 
   if (writable) return EPERM;
+  // The kernel would refuse a second open of this inode, which has a backing file now, unless
+  // with the same one: fail before anything is claimed.
+  if (t.passthrough) return EBUSY;
   commit_closed(o, {}, &caller);
   if (t.kind == Control::kLatest) {
     if (t.alias_of == 0) {
@@ -297,6 +301,7 @@ void Store::drop_ticket_if_unused(Ino ino) {
     return;
   }
   t.entry.reset();
+  t.passthrough = false;
   if (t.object == layout::kNoObject) {
     if (t.lookups == 0) tickets_.erase(it);
     return;

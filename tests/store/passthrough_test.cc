@@ -1,0 +1,138 @@
+// Passthrough as the store decides it: which opens get a backing file, and what the kernel's
+// rule of one backing file per inode, and no mix with cached opens, asks of the store.
+#include <fcntl.h>
+
+#include <cerrno>
+#include <string>
+#include <vector>
+
+#include "smos/control.h"
+#include "store_fixture.h"
+
+namespace smos::test {
+namespace {
+
+// Hands out ids as the kernel would, and remembers which are registered.
+class FakeBackingFiles : public Store::BackingFiles {
+ public:
+  int open(int fd) override {
+    if (fd < 0) return -EBADF;
+    registered.push_back(++last);
+    return last;
+  }
+  void close(int id) override { std::erase(registered, id); }
+
+  int last = 0;
+  std::vector<int> registered;
+};
+
+class StorePassthroughTest : public StoreTest {
+ protected:
+  void SetUp() override {
+    StoreTest::SetUp();
+    store().set_backing_files(&backing_);
+  }
+  void TearDown() override {
+    store().set_backing_files(nullptr);
+    StoreTest::TearDown();
+  }
+  Ino Ticket(Ino obj, const char* name, const Caller& caller) {
+    Attr attr;
+    EXPECT_EQ(store().lookup(obj, name, caller, &attr), 0);
+    return attr.ino;
+  }
+
+  FakeBackingFiles backing_;
+};
+
+TEST_F(StorePassthroughTest, ReadersOfACommittedEntryShareItsBackingFile) {
+  Ino obj = MakeObject("o");
+  const Ino e = Put(obj, "e", "bytes");
+  OpenFile a, b;
+  ASSERT_EQ(store().open(e, O_RDONLY, Other(), &a), 0);
+  ASSERT_EQ(store().open(e, O_RDONLY, Me(), &b), 0);
+  EXPECT_GT(a.backing_id, 0);
+  EXPECT_EQ(b.backing_id, a.backing_id) << "registered once per slot";
+  EXPECT_EQ(backing_.registered.size(), 1u);
+  ASSERT_EQ(store().release(a.fh), 0);
+  ASSERT_EQ(store().release(b.fh), 0);
+  ASSERT_EQ(store().unlink(obj, "e", Me()), 0);
+  EXPECT_TRUE(backing_.registered.empty()) << "unregistered when the entry is freed";
+}
+
+TEST_F(StorePassthroughTest, WritersNeverGetOneAndKeepReadersOffIt) {
+  Ino obj = MakeObject("o", {{xattr::kCommit, "explicit"}});
+  Attr attr;
+  const std::uint64_t writer = Create(obj, "e", &attr);
+  ASSERT_EQ(Write(writer, 0, "bytes"), 0);
+  ASSERT_EQ(SetXattr(attr.ino, xattr::kState, "idle"), 0);
+  OpenFile early;
+  ASSERT_EQ(store().open(attr.ino, O_RDONLY, Other(), &early), 0);
+  EXPECT_EQ(early.backing_id, 0) << "the writer may have mapped the inode: no mix";
+  ASSERT_EQ(store().release(writer), 0);
+  OpenFile late;
+  ASSERT_EQ(store().open(attr.ino, O_RDONLY, Other(), &late), 0);
+  EXPECT_EQ(late.backing_id, 0) << "a cached reader is still open";
+  ASSERT_EQ(store().release(early.fh), 0);
+  ASSERT_EQ(store().release(late.fh), 0);
+  OpenFile last;
+  ASSERT_EQ(store().open(attr.ino, O_RDONLY, Other(), &last), 0);
+  EXPECT_GT(last.backing_id, 0) << "now every open of the inode can be passthrough";
+  ASSERT_EQ(store().release(last.fh), 0);
+}
+
+TEST_F(StorePassthroughTest, ASecondOpenOfAPopTicketFailsBeforeClaimingAnything) {
+  Ino obj = MakeObject("o");
+  Put(obj, "a", "1");
+  Put(obj, "b", "2");
+  const Ino ticket = Ticket(obj, control::kPop, Other());
+  OpenFile first;
+  ASSERT_EQ(store().open(ticket, O_RDONLY, Other(), &first), 0);
+  EXPECT_GT(first.backing_id, 0);
+  OpenFile second;
+  EXPECT_EQ(store().open(ticket, O_RDONLY, Other(), &second), EBUSY)
+      << "the kernel allows one backing file per inode (reopening /proc/self/fd/N)";
+  EXPECT_EQ(Xattr(obj, xattr::kEntries), "1") << "b is still there";
+  ASSERT_EQ(store().release(first.fh), 0);
+}
+
+TEST_F(StorePassthroughTest, WithoutBackingFilesASecondOpenOfAPopTicketPopsAgain) {
+  store().set_backing_files(nullptr);
+  Ino obj = MakeObject("o");
+  Put(obj, "a", "1");
+  Put(obj, "b", "2");
+  const Ino ticket = Ticket(obj, control::kPop, Other());
+  OpenFile first, second;
+  ASSERT_EQ(store().open(ticket, O_RDONLY, Other(), &first), 0);
+  ASSERT_EQ(store().open(ticket, O_RDONLY, Other(), &second), 0);
+  EXPECT_EQ(Contents(second.fh), "2");
+  EXPECT_EQ(Xattr(obj, xattr::kEntries), "0");
+  ASSERT_EQ(store().release(first.fh), 0);
+  ASSERT_EQ(store().release(second.fh), 0);
+}
+
+TEST_F(StorePassthroughTest, AFailedRegistrationTurnsPassthroughOffForGood) {
+  class Refusing : public Store::BackingFiles {
+   public:
+    int open(int) override {
+      ++calls;
+      return -EOPNOTSUPP;
+    }
+    void close(int) override {}
+    int calls = 0;
+  } refusing;
+  store().set_backing_files(&refusing);
+  Ino obj = MakeObject("o");
+  const Ino e = Put(obj, "e", "bytes");
+  for (int i = 0; i < 2; ++i) {
+    OpenFile file;
+    ASSERT_EQ(store().open(e, O_RDONLY, Other(), &file), 0);
+    EXPECT_EQ(file.backing_id, 0);
+    EXPECT_EQ(Contents(file.fh), "bytes");
+    ASSERT_EQ(store().release(file.fh), 0);
+  }
+  EXPECT_EQ(refusing.calls, 1);
+}
+
+}  // namespace
+}  // namespace smos::test
