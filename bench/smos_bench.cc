@@ -20,7 +20,9 @@
 // separate cache: the page-cache pages are the data, and fadvise cannot drop them, so a cold
 // tmpfs read is a warm one. Warm means a fresh open (and, for mmap, a fresh mapping) after a
 // complete read; whether the mount keeps its page cache across opens is the daemon's choice
-// (keep_cache), and the figure shows it.
+// (keep_cache), and the figure shows it. With FUSE passthrough (the default where the kernel
+// offers it) the mount has no page cache of its own: reads go to the segment's pages, as on
+// tmpfs, and cold == warm there too. --no-passthrough measures the other path.
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -80,6 +82,7 @@ struct Options {
   std::string memory = "4G";
   int timeout_s = 0;  // 0: the mode's default
   bool passthrough = true;  // false: smosd --no-passthrough, to measure the fallback path
+  bool passthrough_on = false;  // what smosd logged that the kernel accepted
 };
 
 struct Sizes {
@@ -1200,7 +1203,8 @@ void print_table(const Bench& b, const Options& o, double seconds, const std::st
               o.quick ? "--quick (reduced sizes; not comparable to the targets)" : "default",
               today().c_str(), ::sysconf(_SC_NPROCESSORS_ONLN), u.release, seconds, load0.c_str(),
               load_average().c_str());
-  std::printf("smosd: %s%s\n%s", o.smosd.c_str(), o.passthrough ? "" : " --no-passthrough",
+  std::printf("smosd: %s%s (passthrough %s)\n%s", o.smosd.c_str(),
+              o.passthrough ? "" : " --no-passthrough", o.passthrough_on ? "on" : "off",
               md ? "\n" : "");
   const char* head[] = {"workload", "unit",   "smos med", "smos p99", "tmpfs med", "tmpfs p99",
                         "ratio",    "better", "target",   "result",   "n",         "note"};
@@ -1243,10 +1247,15 @@ void print_table(const Bench& b, const Options& o, double seconds, const std::st
       "p99 = the slow tail: the 99th-percentile latency, or for GB/s, entries/s and ops/s the\n"
       "  1st-percentile (slowest) repetition or batch. GB/s = 10^9 bytes/s. n = samples,\n"
       "  smos/tmpfs (latencies: operations; throughputs: repetitions; workload 9: batches).\n"
-      "cold: smos = the FUSE page cache of the entry dropped (posix_fadvise DONTNEED), so every\n"
-      "  byte crosses FUSE; tmpfs has no separate cache (its pages are the data): cold == warm.\n",
-      md ? "\n" : "");
-  if (b.cold_checked) {
+      "%s",
+      md ? "\n" : "",
+      o.passthrough_on
+          ? "cold: with passthrough the kernel reads an entry from its segment's pages, as on\n"
+            "  tmpfs, where the pages are the data and no separate cache exists: cold == warm.\n"
+          : "cold: smos = the FUSE page cache of the entry dropped (posix_fadvise DONTNEED), so\n"
+            "  every byte crosses FUSE; tmpfs has no separate cache (its pages are the data):\n"
+            "  cold == warm.\n");
+  if (b.cold_checked && !o.passthrough_on) {
     std::printf("  mincore after each drop: at most %.1f%% of the entry stayed resident.\n",
                 100 * b.worst_cold_residency);
   }
@@ -1496,6 +1505,7 @@ int main(int argc, char** argv) {
   Mount m;
   m.store = "bench" + std::to_string(::getpid());
   std::string err = start(o, m);
+  o.passthrough_on = tail_of_file(m.log, 4000).find("passthrough on") != std::string::npos;
   int rc = 0;
   if (!err.empty()) {
     std::fprintf(stderr, "smos_bench: %s\n", err.c_str());
