@@ -74,7 +74,8 @@ ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {
     auto* open = static_cast<char*>(iov[1].iov_base);
     std::uint32_t flags;
     std::memcpy(&flags, open + offsetof(fuse_open_out, open_flags), sizeof flags);
-    flags = (flags | kOpenPassthrough) & ~static_cast<std::uint32_t>(FOPEN_DIRECT_IO | FOPEN_KEEP_CACHE);
+    flags |= kOpenPassthrough;
+    flags &= ~static_cast<std::uint32_t>(FOPEN_DIRECT_IO | FOPEN_KEEP_CACHE);
     std::memcpy(open + offsetof(fuse_open_out, open_flags), &flags, sizeof flags);
     const std::int32_t id = reply_backing_id;
     spdlog::debug("FUSE channel: open reply with backing file {}", id);

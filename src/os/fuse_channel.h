@@ -9,7 +9,7 @@
 //  - FUSE_PASSTHROUGH (kernel 6.9+, CONFIG_FUSE_PASSTHROUGH, CAP_SYS_ADMIN), unless disabled:
 //    an open may be answered with a backing file, whose reads and mappings the kernel then
 //    serves itself. A backing file is registered with backing_open(), and an open reply sent
-//    with reply_backing() set names it (see docs/design.md, "Passthrough").
+//    inside a ReplyBacking scope names it (see docs/design.md, "The kernel's caches").
 // Install with fuse_session_custom_io() after fuse_session_mount().
 #pragma once
 

@@ -347,11 +347,11 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
 }
 
 // Atomic replace: open(O_TRUNC) of a committed entry, or of a version that another descriptor
-// is writing. The new version needs an inode of its own
-// (the old one's readers keep their page cache and size), but the kernel opens the inode the name
-// led it to. So the store makes the new version, answers ESTALE, and the kernel walks the path
-// again: lookup() now gives this thread the new version, which the second open finds in write
-// state and opens. Until then it is a redirect, bound to the opening thread.
+// is writing. The new version needs an inode of its own (the old one's readers keep their page
+// cache and size), but the kernel opens the inode the name led it to. So the store makes the
+// new version, answers ESTALE, and the kernel walks the path again: lookup() now gives this
+// thread the new version, which the second open finds in write state and opens. Until then it
+// is a redirect, bound to the opening thread.
 int Store::begin_replace(std::uint32_t old, const Caller& caller) {
   const layout::EntryRecord& r = ent(old);
   const std::uint32_t o = r.object;
