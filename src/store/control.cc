@@ -35,7 +35,7 @@ int Store::control_kind(std::string_view name) {
 
 Attr Store::ticket_attr(Ino ino, const Ticket& t) {
   Attr a;
-  if (t.alias_of != 0) {
+  if (t.alias) {
     a = entry_attr(*t.entry);  // its entry lives as long as the alias
     a.ino = ino;
     a.stable_name = true;
@@ -103,7 +103,7 @@ Ino Store::latest_alias(std::uint32_t o, std::uint32_t e) {
   if (ort.latest_alias == 0) {
     ort.latest_alias = meta_->header().next_ino++;
     Ticket t{o, Control::kLatest, 0, e};
-    t.alias_of = ent(e).ino;
+    t.alias = true;
     tickets_.emplace(ort.latest_alias, t);
     entry_rt_[e].aliases++;
   }
@@ -142,7 +142,7 @@ void Store::bind_ticket(Ino ino, Ticket& t, std::uint32_t e) {
 // first). Either way its cached attributes are stale (`rebound`) for fstat(2).
 OpenFile Store::open_popped(Ino ino, Ticket& t, std::uint32_t e) {
   // A ticket opened twice (through /proc/self/fd) stands for two entries, and the kernel allows
-  // one backing file per inode: the second open goes without (see open_ticket()).
+  // one backing file per inode: a second open goes without, or fails (see open_ticket()).
   const int backing = t.handles == 0 ? backing_of(e) : 0;
   bind_ticket(ino, t, e);
   t.handles++;
@@ -185,7 +185,7 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
   if (t.passthrough) return EBUSY;
   commit_closed(o, {}, &caller);
   if (t.kind == Control::kLatest) {
-    if (t.alias_of == 0) {
+    if (!t.alias) {
       // The path walk that led here found the object empty. If it is not any more, walking
       // again finds its newest entry.
       return object_rt_[o].by_seq.empty() ? ENOENT : ESTALE;
@@ -289,7 +289,7 @@ void Store::drop_ticket_if_unused(Ino ino) {
   auto it = tickets_.find(ino);
   Ticket& t = it->second;
   if (t.handles > 0) return;
-  if (t.alias_of != 0) {
+  if (t.alias) {
     if (t.lookups > 0) return;
     if (t.object != layout::kNoObject && object_rt_[t.object].latest_alias == ino) {
       object_rt_[t.object].latest_alias = 0;

@@ -220,7 +220,7 @@ class Store {
     std::optional<std::uint32_t> entry;
     std::uint64_t lookups = 0;  // kernel references
     std::uint32_t handles = 0;
-    Ino alias_of = 0;  // a .latest alias: bound at lookup to the entry of this inode, for good
+    bool alias = false;  // a .latest alias: bound at lookup, for good
     bool passthrough = false;  // its open handle has a backing file, which the kernel ties to
                                // the inode until that handle closes
   };
