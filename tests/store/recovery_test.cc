@@ -1,11 +1,17 @@
 // Reattaching to a store, as a restarted daemon does: committed state survives, nothing else.
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <string>
 #include <vector>
 
+#include "os/segment.h"
+#include "store/layout.h"
+#include "store/meta.h"
 #include "store_fixture.h"
 
 namespace smos::test {
@@ -230,6 +236,42 @@ TEST_F(StoreRecoveryTest, ALiveStoreCannotBeOpenedTwice) {
   EXPECT_EQ(Store::open(reset, &second, &message), EBUSY) << "not even to reset it";
   EXPECT_NE(Put(obj, "e", "x"), 0u) << "the first store is untouched";
   EXPECT_EQ(ContentsOf(InoOf(obj, "e", Other()), Other()), "x");
+}
+
+TEST_F(StoreRecoveryTest, ASegmentOfAnotherLayoutVersionIsRefusedAndKeptUntilAReset) {
+  Ino obj = MakeObject("o");
+  Put(obj, "a", "kept");
+  Close();
+  // A daemon of another layout version made this segment: patch the version behind the magic.
+  const std::string path = os::shm_path(MetaSegment::meta_name(options().name));
+  int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0) << path;
+  struct stat st;
+  ASSERT_EQ(::fstat(fd, &st), 0);
+  const auto size = static_cast<std::size_t>(st.st_size);
+  auto* base = static_cast<char*>(::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ASSERT_NE(base, MAP_FAILED);
+  const std::uint64_t magic = layout::kMagic;
+  void* at = ::memmem(base, size, &magic, sizeof magic);
+  ASSERT_NE(at, nullptr);
+  const std::uint32_t other_version = layout::kVersion + 1;
+  std::memcpy(static_cast<char*>(at) + sizeof magic, &other_version, sizeof other_version);
+  ::munmap(base, size);
+  ::close(fd);
+
+  std::unique_ptr<Store> refused;
+  std::string message;
+  StoreOptions again = options();
+  again.reset = false;
+  EXPECT_EQ(Store::open(again, &refused, &message), EINVAL);
+  EXPECT_NE(message.find("layout version " + std::to_string(other_version)), std::string::npos)
+      << message;
+  EXPECT_NE(message.find("--reset"), std::string::npos) << message;
+  struct stat still;
+  EXPECT_EQ(::stat(path.c_str(), &still), 0) << "a refused store is not removed";
+
+  ASSERT_EQ(Reopen(/*reset=*/true), 0);
+  EXPECT_EQ(InoOf(obj, "a", Other()), 0u) << "a reset starts empty";
 }
 
 }  // namespace

@@ -94,6 +94,8 @@ void StoreTest::TearDown() {
   other_.reset();
 }
 
+void StoreTest::Close() { store_.reset(); }
+
 int StoreTest::Reopen(bool reset) {
   store_.reset();
   StoreOptions options = options_;

@@ -66,6 +66,8 @@ class StoreTest : public ::testing::Test {
 
   // Closes the store and opens it again by the same name, as a restarted daemon does.
   int Reopen(bool reset = false);
+  // Closes the store, as a daemon that exits does; Reopen() brings it back.
+  void Close();
   Store& store() { return *store_; }
   const StoreOptions& options() const { return options_; }
 
