@@ -221,10 +221,9 @@ int serve(const Options& opts, smos::Store& store) {
       smos::fs::ChannelBackingFiles backing(context);
       if (opts.passthrough) store.set_backing_files(&backing);
       smos::fs::Notifier notifier(se);
-      store.set_name_listener(
-          [&notifier, &store](smos::Ino parent, const std::string& name, smos::Ino old) {
-            notifier.invalidate_entry(parent, name, [&store, old] { store.name_settled(old); });
-          });
+      store.set_name_listener([&notifier](smos::Ino parent, const std::string& name) {
+        notifier.invalidate_entry(parent, name);
+      });
       fuse_loop_config* loop = fuse_loop_cfg_create();
       fuse_loop_cfg_set_max_threads(loop, 64);
       fuse_loop_cfg_set_idle_threads(loop, 8);

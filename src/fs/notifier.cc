@@ -17,11 +17,10 @@ Notifier::~Notifier() {
   thread_.join();
 }
 
-void Notifier::invalidate_entry(std::uint64_t parent, std::string name,
-                                std::function<void()> done) {
+void Notifier::invalidate_entry(std::uint64_t parent, std::string name) {
   {
     std::lock_guard lock(mu_);
-    queue_.push_back(Job{parent, std::move(name), std::move(done)});
+    queue_.push_back(Job{parent, std::move(name)});
   }
   wake_.notify_one();
 }
@@ -29,23 +28,8 @@ void Notifier::invalidate_entry(std::uint64_t parent, std::string name,
 void Notifier::run() {
   std::unique_lock lock(mu_);
   for (;;) {
-    // Callbacks whose grace period is over run first; when stopping, all of them do.
-    while (!due_.empty() && (stop_ || due_.front().first <= std::chrono::steady_clock::now())) {
-      std::function<void()> done = std::move(due_.front().second);
-      due_.pop_front();
-      lock.unlock();
-      done();
-      lock.lock();
-    }
-    if (queue_.empty()) {
-      if (stop_ && due_.empty()) return;
-      if (due_.empty()) {
-        wake_.wait(lock, [this] { return stop_ || !queue_.empty(); });
-      } else {
-        wake_.wait_until(lock, due_.front().first);
-      }
-      continue;
-    }
+    wake_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, with nothing left to send
     Job job = std::move(queue_.front());
     queue_.pop_front();
     lock.unlock();
@@ -55,7 +39,6 @@ void Notifier::run() {
       spdlog::warn("invalidating {}/{}: {}", job.parent, job.name, err);
     }
     lock.lock();
-    if (job.done) due_.emplace_back(std::chrono::steady_clock::now() + kGrace, std::move(job.done));
   }
 }
 

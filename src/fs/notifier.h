@@ -10,15 +10,12 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
-#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
-#include <utility>
 
 namespace smos::fs {
 
@@ -29,12 +26,8 @@ class Notifier {
   Notifier(const Notifier&) = delete;
   Notifier& operator=(const Notifier&) = delete;
 
-  // Never blocks on the kernel. `done` runs on the notifier's thread a grace period after the
-  // kernel has dropped the name (or never had it): a path walk that found the name in the
-  // cache just before may still be on its way to open the old inode.
-  void invalidate_entry(std::uint64_t parent, std::string name, std::function<void()> done);
-
-  static constexpr std::chrono::milliseconds kGrace{100};
+  // Never blocks on the kernel.
+  void invalidate_entry(std::uint64_t parent, std::string name);
 
  private:
   void run();
@@ -45,10 +38,8 @@ class Notifier {
   struct Job {
     std::uint64_t parent;
     std::string name;
-    std::function<void()> done;
   };
   std::deque<Job> queue_;
-  std::deque<std::pair<std::chrono::steady_clock::time_point, std::function<void()>>> due_;
   bool stop_ = false;
   std::thread thread_;  // last: starts once the rest exists
 };

@@ -114,20 +114,18 @@ Ino Store::latest_alias(std::uint32_t o, std::uint32_t e) {
 void Store::latest_moved(std::uint32_t o) {
   ObjectRt& ort = object_rt_[o];
   if (ort.latest_alias == 0) return;
-  const Ino alias = ort.latest_alias;
   ort.latest_alias = 0;
   if (name_listener_) {
-    completions_.push_back([this, parent = obj(o).ino, alias] {
-      name_listener_(parent, std::string(control::kLatest), alias);
+    completions_.push_back([this, parent = obj(o).ino] {
+      name_listener_(parent, std::string(control::kLatest));
     });
   }
 }
 
-std::optional<std::uint32_t> Store::alias_target(const Ticket& t) const {
-  if (t.object == layout::kNoObject) return std::nullopt;
+bool Store::alias_is_newest(const Ticket& t) const {
+  if (t.object == layout::kNoObject) return false;
   const ObjectRt& ort = object_rt_[t.object];
-  if (ort.by_seq.empty() || ort.by_seq.rbegin()->second != *t.entry) return std::nullopt;
-  return t.entry;
+  return !ort.by_seq.empty() && ort.by_seq.rbegin()->second == *t.entry;
 }
 
 // The ticket stands for entry `e` from now on; it is no longer idle.
@@ -194,24 +192,14 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
     // back for the newer alias. If that one too is overtaken before its open, the open is served
     // anyway: the walk found it newest during this very open(2), and the kernel would not retry
     // again.
-    constexpr std::int64_t kRetryWindowNs = 1'000'000'000;
-    auto& retries = object_rt_[o].latest_retries;
-    auto retry = retries.find(caller.pid);
-    const std::int64_t now = os::now_ns();
-    const bool came_back = retry != retries.end() && now - retry->second < kRetryWindowNs;
-    if (retry != retries.end()) retries.erase(retry);
-    std::optional<std::uint32_t> e = alias_target(t);
-    if (!e && !came_back) {
-      if (retries.size() >= 1024) retries.clear();  // threads that never came back
-      retries.emplace(caller.pid, now);
-      return ESTALE;
-    }
-    e = t.entry;
+    const bool retry = came_back(o, caller);
+    if (!alias_is_newest(t) && !retry) return send_back(o, caller);
+    const std::uint32_t e = *t.entry;
     // Bound for good and never written: all its opens agree on passthrough, and what the page
     // cache holds is this entry's.
-    const int backing = backing_of(*e);
+    const int backing = backing_of(e);
     t.handles++;
-    *out = OpenFile{new_fh(*e, false, ino, backing), false, true};
+    *out = OpenFile{new_fh(e, false, ino, backing), false, true};
     out->backing_id = backing;
     return 0;
   }

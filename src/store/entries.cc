@@ -71,7 +71,6 @@ int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t 
   rt.written = false;
   rt.name_flushed = false;
   rt.replaced = false;
-  rt.name_settled = false;
   rt.redirect_tid = 0;
   rt.cached_readers = 0;
   rt.aliases = 0;
@@ -148,11 +147,7 @@ void Store::commit(std::uint32_t e) {
     const std::uint32_t old = it->second;
     unname(old);
     entry_rt_[old].replaced = true;
-    if (entry_rt_[e].name_flushed) {
-      entry_rt_[old].name_settled = true;  // the writer's close had the kernel drop the name
-    } else {
-      name_changed(o, old);
-    }
+    if (!entry_rt_[e].name_flushed) name_changed(o, old);  // else the writer's close did
     retire(old);
   }
   ort.committed.emplace(std::string(name_of(r.name)), e);
@@ -315,17 +310,22 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
     *out = OpenFile{new_fh(e, writable), writable, false};
     return 0;
   }
+  // Whether this is the kernel's retry of an open that a stale name sent back: only the next
+  // open of that thread in the object may be (see came_back()).
+  const bool retry = r.object != layout::kNoObject && came_back(r.object, caller);
   if (r.state == EntryState::kCommitted) {
     // A newer version that its writer has closed (the opener included) takes the name now.
     commit_closed(r.object, name_of(r.name), nullptr);
   }
-  // A zombie is reached through a name the kernel still caches. An unlinked or popped one is
-  // gone, and so is a replaced one while the kernel may still map its name to it: ESTALE makes
-  // the kernel walk the path again. Once the name is settled, a walk that still ends here raced
-  // with the replace, and the replaced version is a whole one, fine to read (or to replace).
-  if (r.state == EntryState::kZombie &&
-      (!rt.replaced || !rt.name_settled || r.object == layout::kNoObject)) {
-    return ESTALE;
+  // A zombie is reached through a name the kernel still caches, or cached when this open began
+  // (a lookup that raced with the replace can cache the name again after it was dropped). An
+  // unlinked or popped one is gone. A replaced one is not what the name means any more: ESTALE
+  // sends the kernel back for the current version, unless this is that walk coming back, whose
+  // lookup found this version current during this very open(2). A replace of it is a replace
+  // of the name.
+  if (r.state == EntryState::kZombie) {
+    if (!rt.replaced || r.object == layout::kNoObject) return ESTALE;
+    if (!(writable && (flags & O_TRUNC)) && !retry) return send_back(r.object, caller);
   }
   if (r.state != EntryState::kCommitted && r.state != EntryState::kZombie) {
     spdlog::critical("store '{}': inode {} maps to free entry record {}", options_.name, ino, e);

@@ -311,19 +311,27 @@ void Store::set_name_listener(NameListener listener) {
 void Store::name_changed(std::uint32_t o, std::uint32_t old) {
   // Without a lookup reference the kernel holds no name for the inode: a pushed entry that
   // nobody looked up by name is popped without a word to the kernel.
-  if (!name_listener_ || entry_rt_[old].lookups == 0) {
-    entry_rt_[old].name_settled = true;  // no kernel to tell (tests, recovery), or nothing
-    return;
-  }
-  completions_.push_back([this, parent = obj(o).ino, name = std::string(name_of(ent(old).name)),
-                          ino = ent(old).ino] { name_listener_(parent, name, ino); });
+  if (!name_listener_ || entry_rt_[old].lookups == 0) return;
+  completions_.push_back([this, parent = obj(o).ino, name = std::string(name_of(ent(old).name))] {
+    name_listener_(parent, name);
+  });
 }
 
-void Store::name_settled(Ino old) {
-  Guard guard(*this);
-  if (const Ref* ref = find(old); ref != nullptr && !ref->is_object) {
-    entry_rt_[ref->index].name_settled = true;
-  }
+int Store::send_back(std::uint32_t o, const Caller& caller) {
+  auto& sent = object_rt_[o].sent_back;
+  if (sent.size() >= 1024) sent.clear();  // threads that never came back
+  sent[caller.pid] = os::now_ns();
+  return ESTALE;
+}
+
+bool Store::came_back(std::uint32_t o, const Caller& caller) {
+  constexpr std::int64_t kRetryWindowNs = 1'000'000'000;  // the retry is one walk away
+  auto& sent = object_rt_[o].sent_back;
+  auto it = sent.find(caller.pid);
+  if (it == sent.end()) return false;
+  const bool recent = os::now_ns() - it->second < kRetryWindowNs;
+  sent.erase(it);
+  return recent;
 }
 
 int Store::getattr(Ino ino, Attr* out) {

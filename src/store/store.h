@@ -187,11 +187,11 @@ class Store {
   void set_backing_files(BackingFiles* files);
 
   // Called, outside the store's lock, whenever a name that lookup() reported as stable stops
-  // naming inode `old` behind the kernel's back: a replace committed, or a pop claimed it. Once
-  // the kernel has forgotten the name, the listener calls name_settled(old).
-  using NameListener = std::function<void(Ino parent, const std::string& name, Ino old)>;
+  // naming the inode it gave: a replace committed, a pop claimed it, or .latest moved on. The
+  // listener has the kernel drop the name; correctness never waits for that (an open through
+  // the stale name gets ESTALE), stat(2) does.
+  using NameListener = std::function<void(Ino parent, const std::string& name)>;
   void set_name_listener(NameListener listener);
-  void name_settled(Ino old);
 
  private:
   struct Ref {
@@ -209,7 +209,7 @@ class Store {
     std::vector<Track> tracks;  // parsed from the record
     std::map<std::pair<Control, pid_t>, Ino> idle_tickets;  // unopened tickets by thread
     Ino latest_alias = 0;  // the .latest the kernel may cache: a ticket bound at lookup
-    std::map<pid_t, std::int64_t> latest_retries;  // threads sent back by a stale alias, when
+    std::map<pid_t, std::int64_t> sent_back;  // threads that a stale name sent back, and when
     std::deque<std::uint64_t> pop_waiters;  // waiter ids, oldest first; may hold cancelled ids
   };
   // A control file opened through a path: an inode of its own, bound to one entry at open.
@@ -237,7 +237,6 @@ class Store {
     bool written = false;       // bytes written or resized since it was created
     bool name_flushed = false;  // flush() had the kernel drop the name this write replaces
     bool replaced = false;      // a zombie because a newer version took its name
-    bool name_settled = false;  // ...and the kernel no longer maps the name to it
     pid_t redirect_tid = 0;     // a replace this thread has yet to open (see begin_replace())
     std::uint32_t cached_readers = 0;  // read handles of its own inode without passthrough
     std::uint32_t aliases = 0;         // .latest aliases bound to it: it lives while they do
@@ -324,8 +323,12 @@ class Store {
   void bind_ticket(Ino ino, Ticket& t, std::uint32_t e);
   Ino latest_alias(std::uint32_t o, std::uint32_t e);
   void latest_moved(std::uint32_t o);
-  // The entry a .latest alias stands for, while it is still the object's newest.
-  std::optional<std::uint32_t> alias_target(const Ticket& t) const;
+  // ESTALE from an open sends the kernel's path walk back for the current version of a name;
+  // the kernel retries once. came_back() says whether this open is that retry (and forgets it).
+  int send_back(std::uint32_t o, const Caller& caller);
+  bool came_back(std::uint32_t o, const Caller& caller);
+  // Whether the entry a .latest alias stands for is still the object's newest.
+  bool alias_is_newest(const Ticket& t) const;
   OpenFile open_popped(Ino ino, Ticket& t, std::uint32_t e);
   std::optional<std::uint32_t> claim_oldest(std::uint32_t o);
   void serve_pop_waiters(std::uint32_t o);

@@ -188,10 +188,8 @@ def _writer(path, stop, count):
 
 def _reader(mnt, obj, r, out):
     path = os.path.join(mnt, obj, "weights")
-    # Zero-copy readers map the segment: a mapping through the mount may take SIGBUS when the
-    # kernel opens the same inode with O_TRUNC for a replace (smos(7), BUGS).
     client = smos_client.Client(mnt, via="segment")
-    versions, latest, err = [], [], None
+    versions, err = [], None
     try:
         for n in range(READS):
             how = (r + n) % 4
@@ -215,13 +213,10 @@ def _reader(mnt, obj, r, out):
             else:  # by name through the client
                 with client.read_from_object(obj, "weights") as h:
                     v = check_version(h.value)
-            # .latest binds the newest version at open, so its reads never go back. A read by
-            # name that races with a replace may still get the version before the one this
-            # reader saw last (smos(7), BUGS); it is whole all the same.
-            if how == 2 and latest and v < latest[-1]:
-                raise AssertionError(f".latest went back from version {latest[-1]} to {v}")
-            if how == 2:
-                latest.append(v)
+            # An open gets the version current when it starts, or a newer one: whatever the
+            # way, a reader never goes back.
+            if versions and v < versions[-1]:
+                raise AssertionError(f"went back from version {versions[-1]} to {v}")
             versions.append(v)
     except BaseException as e:  # noqa: BLE001
         err = f"reader {r} read {len(versions)} (method {how}): {e!r}\n{traceback.format_exc()}"

@@ -200,8 +200,12 @@ TEST_F(StoreCommitTest, AReplacedVersionLivesWhileTheKernelMayStillOpenIt) {
   EXPECT_EQ(stale.name, "w");
   ASSERT_EQ(store().release(writer.fh), 0);
 
-  // An open that raced with the replace still gets the old version, whole.
+  // An open through the name the kernel cached is sent back for the current version...
+  OpenFile file;
+  EXPECT_EQ(store().open(old_ino, O_RDONLY, Other(), &file), ESTALE);
+  // ...and if that walk's lookup raced with the replace and found the old one, it gets it, whole.
   EXPECT_EQ(ContentsOf(old_ino, Other()), "old");
+  EXPECT_EQ(store().open(old_ino, O_RDONLY, Other(), &file), ESTALE) << "a new open(2)";
   EXPECT_EQ(store().stats().memory_used, 3u + 4u);
   store().forget(old_ino, 1);
   EXPECT_TRUE(Gone(old_ino)) << "forgotten by the kernel, the old version is freed";
