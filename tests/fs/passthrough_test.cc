@@ -439,6 +439,27 @@ class MappingLifetimeTest : public PassthroughTest {
     }
     return segments;
   }
+  // `map` holds `bytes` of an entry, in slot file `segment`, whose handles are all closed and
+  // whose name is gone. Churns slots, checks the mapping kept its bytes, then unmaps it.
+  void ExpectTheMappingOutlivesItsEntry(Mapping& map, const std::string& bytes,
+                                         const std::string& segment) {
+    if (passthrough()) {
+      // The mapping holds the slot file, not a handle: the entry is freed once the descriptor
+      // is released, and the next entry created gets its slot.
+      ASSERT_TRUE(Eventually([&] { return GetXattr(obj_, xattr::kBytes) == "0"; }))
+          << GetXattr(obj_, xattr::kBytes);
+    }
+    std::vector<std::string> kept;
+    const std::set<std::string> reused = Churn(&kept);
+    if (passthrough()) {
+      EXPECT_EQ(reused.count(segment), 1u)
+          << "the slot " << segment << " was never reused: nothing was tested";
+    }
+    EXPECT_EQ(MappingMismatch(map, bytes), "");
+    ExpectKeptWhole(kept);
+    ASSERT_EQ(map.Unmap(), kOk);
+    ExpectNothingLeaked(kept);
+  }
   static std::string ChurnBytes(int i) {
     const std::size_t sizes[] = {7, kVictimSize / 2, kVictimSize, 2 * kVictimSize + 3};
     return Pattern(sizes[i % 4], static_cast<std::uint32_t>(1000 + i));
@@ -495,23 +516,7 @@ TEST_P(MappingLifetimeTest, AMappingOfADeletedEntryKeepsItsBytesWhenTheSlotIsReu
   ASSERT_EQ(ErrOf(::unlink(victim.c_str())), kOk);
   ASSERT_EQ(StatErr(victim), Err(ENOENT));
 
-  if (passthrough()) {
-    // The mapping holds the slot file, not a handle: the entry is freed once the descriptor
-    // is released, and the next entry created gets its slot.
-    ASSERT_TRUE(Eventually([&] { return GetXattr(obj_, xattr::kBytes) == "0"; }))
-        << GetXattr(obj_, xattr::kBytes);
-  }
-  std::vector<std::string> kept;
-  const std::set<std::string> reused = Churn(&kept);
-  if (passthrough()) {
-    EXPECT_EQ(reused.count(segment.value), 1u)
-        << "the victim's slot " << segment.value << " was never reused: nothing was tested";
-  }
-  EXPECT_EQ(MappingMismatch(map, bytes), "");
-  ExpectKeptWhole(kept);
-
-  ASSERT_EQ(map.Unmap(), kOk);
-  ExpectNothingLeaked(kept);
+  ExpectTheMappingOutlivesItsEntry(map, bytes, segment.value);
 }
 
 TEST_P(MappingLifetimeTest, AMappingOfAPopKeepsItsBytesWhenTheSlotIsReused) {
@@ -536,21 +541,7 @@ TEST_P(MappingLifetimeTest, AMappingOfAPopKeepsItsBytesWhenTheSlotIsReused) {
   }
   ASSERT_EQ(fd.Close(), kOk);  // the pop's entry is freed with its last handle
 
-  if (passthrough()) {
-    ASSERT_TRUE(Eventually([&] { return GetXattr(obj_, xattr::kBytes) == "0"; }))
-        << GetXattr(obj_, xattr::kBytes);
-  }
-  std::vector<std::string> kept;
-  const std::set<std::string> reused = Churn(&kept);
-  if (passthrough()) {
-    EXPECT_EQ(reused.count(segment.value), 1u)
-        << "the pop's slot " << segment.value << " was never reused: nothing was tested";
-  }
-  EXPECT_EQ(MappingMismatch(map, bytes), "");
-  ExpectKeptWhole(kept);
-
-  ASSERT_EQ(map.Unmap(), kOk);
-  ExpectNothingLeaked(kept);
+  ExpectTheMappingOutlivesItsEntry(map, bytes, segment.value);
 }
 
 // ---------------------------------------------------------------------------------------------
