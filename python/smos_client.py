@@ -743,13 +743,8 @@ class Client:
         return _Mapping(fd, size, writable)
 
     def _size(self, fd):
-        """An open entry's length. The segment file is exactly as long as the entry; fstat of
-        the mounted file may report a size that a concurrent replace of the same name has
-        disturbed in the kernel's inode (smos(7), BUGS)."""
-        try:
-            return os.stat(os.getxattr(fd, X_SEGMENT)).st_size
-        except OSError:
-            return os.fstat(fd).st_size
+        """An open entry's length: every inode of the mount is one version, so fstat is exact."""
+        return os.fstat(fd).st_size
 
     def _open_handle(self, name, fd, path, entry=None):
         handle = Handle(self, name, fd, path, name=entry)
