@@ -167,8 +167,12 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   if (err == 0 && stale.parent != 0) {
     // Before close() returns, so that the closer's next open of the name finds the new
     // version. Safe here: a flush holds no directory lock that the kernel needs for this.
-    fuse_session* se = static_cast<Context*>(fuse_req_userdata(req))->session;
-    fuse_lowlevel_notify_inval_entry(se, stale.parent, stale.name.data(), stale.name.size());
+    Context* context = static_cast<Context*>(fuse_req_userdata(req));
+    fuse_lowlevel_notify_inval_entry(context->session, stale.parent, stale.name.data(),
+                                     stale.name.size());
+    // A lookup answered just before may still be on its way to cache the name again: the new
+    // epoch makes the kernel look such a name up again before using it.
+    context->channel.bump_epoch(fuse_session_fd(context->session));
     guarded("flush", [&] {
       store_of(req).name_dropped(fi->fh);
       return 0;

@@ -31,6 +31,8 @@ static_assert(sizeof(BackingMap) == 16);
 constexpr unsigned long kIocBackingOpen = _IOW(229, 1, BackingMap);
 constexpr unsigned long kIocBackingClose = _IOW(229, 2, std::uint32_t);
 
+constexpr std::int32_t kNotifyIncEpoch = 8;  // FUSE_NOTIFY_INC_EPOCH
+
 thread_local int reply_backing_id = 0;
 }  // namespace
 
@@ -48,6 +50,18 @@ void FuseChannel::backing_close(int dev_fd, int id) {
   if (::ioctl(dev_fd, kIocBackingClose, &arg) != 0) {
     spdlog::warn("FUSE channel: closing backing file {}: {}", id, std::strerror(errno));
   }
+}
+
+bool FuseChannel::bump_epoch(int dev_fd) {
+  if (no_epoch_.load(std::memory_order_relaxed)) return false;
+  fuse_out_header notify{sizeof(fuse_out_header), kNotifyIncEpoch, 0};
+  if (::write(dev_fd, &notify, sizeof notify) == static_cast<ssize_t>(sizeof notify)) return true;
+  if (errno != ENOENT && errno != ENOTCONN && !no_epoch_.exchange(true)) {
+    spdlog::warn("FUSE channel: the kernel refused FUSE_NOTIFY_INC_EPOCH ({}); a name may stay "
+                 "cached on a replaced version after a lookup that raced with the replace",
+                 std::strerror(errno));
+  }
+  return false;
 }
 
 ssize_t FuseChannel::read(int fd, void* buf, std::size_t len) {

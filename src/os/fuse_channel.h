@@ -30,6 +30,10 @@ class FuseChannel {
   // Registers `fd` as a backing file: its id (> 0), or -errno.
   int backing_open(int dev_fd, int fd);
   void backing_close(int dev_fd, int id);
+  // FUSE_NOTIFY_INC_EPOCH (protocol 7.44, kernel 6.16+): every name the kernel caches now, or
+  // will cache from a lookup answered before now, is looked up again before its next use.
+  // Returns false, and does nothing from then on, if the kernel does not know the notification.
+  bool bump_epoch(int dev_fd);
   // While set (> 0), this thread's open replies name backing file `id`: a scope around
   // fuse_reply_open(), which writes its reply through writev() on the same thread.
   class ReplyBacking {
@@ -55,6 +59,7 @@ class FuseChannel {
   bool direct_io_allow_mmap_ = false;
   const bool want_passthrough_;
   std::atomic<bool> passthrough_{false};
+  std::atomic<bool> no_epoch_{false};
 };
 
 }  // namespace smos::os
