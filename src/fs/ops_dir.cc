@@ -120,7 +120,7 @@ void op_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { fuse_reply_e
 // Valid replies: fuse_reply_open, fuse_reply_err.
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto listing = std::make_unique<std::vector<DirEntry>>();
-  int err = guarded("opendir", [&] { return store_of(req).readdir(ino, caller_of(req), listing.get()); });
+  int err = guarded("opendir", [&] { return store_of(req).readdir(ino, listing.get()); });
   if (err != 0) {
     fuse_reply_err(req, err);
     return;

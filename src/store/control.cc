@@ -62,7 +62,7 @@ int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr*
   ObjectRt& ort = object_rt_[o];
   const Control control = static_cast<Control>(kind);
   if (control == Control::kLatest) {
-    commit_closed(o, {}, &caller);
+    commit_closed(o, {}, nullptr);  // the writer's own too: it closed them
     if (!ort.by_seq.empty()) {
       const Ino alias = latest_alias(o, ort.by_seq.rbegin()->second);
       Ticket& t = tickets_.at(alias);
@@ -181,7 +181,7 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
   // The kernel would refuse a second open of this inode, which has a backing file now, unless
   // with the same one: fail before anything is claimed.
   if (t.passthrough) return EBUSY;
-  commit_closed(o, {}, &caller);
+  commit_closed(o, {}, nullptr);  // the writer's own too: it closed them
   if (t.kind == Control::kLatest) {
     if (!t.alias) {
       // The path walk that led here found the object empty. If it is not any more, walking

@@ -419,7 +419,7 @@ int Store::setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> 
   return 0;
 }
 
-int Store::readdir(Ino dir, const Caller& caller, std::vector<DirEntry>* out) {
+int Store::readdir(Ino dir, std::vector<DirEntry>* out) {
   Guard guard(*this);
   out->clear();
   if (dir == kRootIno) {
@@ -429,7 +429,7 @@ int Store::readdir(Ino dir, const Caller& caller, std::vector<DirEntry>* out) {
   }
   std::uint32_t o;
   if (int err = object_at(dir, &o); err != 0) return err == EPERM ? ENOTDIR : err;
-  commit_closed(o, {}, &caller);
+  commit_closed(o, {}, nullptr);  // the writer's own too: it closed them
   for (auto& [name, e] : object_rt_[o].committed) out->push_back({name, entry_attr(e)});
   // The control files come last, and with inode numbers above any entry's, for tools that sort
   // by inode: `rm -r` then meets them once the entries are gone (see Store::unlink).

@@ -117,7 +117,7 @@ class Store {
   // `fh` is the handle the kernel passed along (ftruncate), if any.
   int setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> fh,
               const Caller& caller, Attr* out);
-  int readdir(Ino dir, const Caller& caller, std::vector<DirEntry>* out);
+  int readdir(Ino dir, std::vector<DirEntry>* out);
 
   // Objects.
   int mkdir(Ino parent, std::string_view name, mode_t mode, const Caller& caller, Attr* out);

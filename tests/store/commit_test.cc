@@ -42,7 +42,7 @@ TEST_F(StoreCommitTest, ExplicitModeIgnoresFlushes) {
   ASSERT_EQ(Write(fh, 0, "x"), 0);
   ASSERT_EQ(store().flush(fh), 0);
   EXPECT_EQ(InoOf(obj, "e", Other()), 0u);
-  EXPECT_EQ(Listing(obj, Other()), Names{});
+  EXPECT_EQ(Listing(obj), Names{});
   ASSERT_EQ(store().release(fh), 0);
   EXPECT_EQ(InoOf(obj, "e", Other()), 0u);
 }
@@ -174,7 +174,7 @@ TEST_F(StoreCommitTest, TruncatingOpenReplacesAtomically) {
   EXPECT_EQ(attr.size, new_bytes.size());
   EXPECT_EQ(ContentsOf(new_ino, Other()), new_bytes);
   EXPECT_EQ(Xattr(new_ino, xattr::kSeq), "2");
-  EXPECT_EQ(Listing(obj, Other()), Names{"w"});
+  EXPECT_EQ(Listing(obj), Names{"w"});
   EXPECT_EQ(Xattr(obj, xattr::kEntries), "1");
 
   // The old version lives on for its reader, unchanged.

@@ -76,7 +76,7 @@ class StoreConcurrencyTest : public StoreTest {
   // Any committed entry of another thread must read back whole, if it still exists.
   void ReadSomeoneElses(Ino obj, const std::string& own, const Caller& self, std::mt19937& gen) {
     std::vector<DirEntry> listing;
-    ASSERT_EQ(store().readdir(obj, self, &listing), 0);
+    ASSERT_EQ(store().readdir(obj, &listing), 0);
     std::erase_if(listing,
                   [&](const DirEntry& d) { return d.name == own || IsControlFile(d.name); });
     if (listing.empty()) return;
@@ -159,7 +159,7 @@ TEST_F(StoreConcurrencyTest, ThreadsShareAnObjectWithoutLosingOrLeakingAnything)
   EXPECT_EQ(seqs_, expected);
 
   // No slot, byte or handle leaked.
-  EXPECT_EQ(Listing(obj, Me()), Names{});
+  EXPECT_EQ(Listing(obj), Names{});
   EXPECT_EQ(Xattr(obj, xattr::kBytes), "0");
   EXPECT_EQ(store().stats().memory_used, 0u);
   EXPECT_EQ(store().stats().free_entries, before.free_entries);

@@ -32,7 +32,7 @@ TEST_F(StoreLifecycleTest, AWriteEntryIsVisibleOnlyToItsWriter) {
   EXPECT_EQ(store().lookup(obj_, "0", Other(), &seen), ENOENT);
   OpenFile file;
   EXPECT_EQ(store().open(attr.ino, O_RDONLY, Other(), &file), ENOENT);
-  EXPECT_EQ(Listing(obj_, Other()), Names{});
+  EXPECT_EQ(Listing(obj_), Names{});
   EXPECT_EQ(Xattr(obj_, xattr::kEntries), "0");
 
   ASSERT_EQ(store().lookup(obj_, "0", Me(), &seen), 0);
@@ -70,7 +70,7 @@ TEST_F(StoreLifecycleTest, ReleaseCommitsTheEntry) {
   EXPECT_EQ(seen.mode, S_IFREG | 0640u);
   EXPECT_EQ(seen.nlink, 1u);
   EXPECT_TRUE(seen.immutable);
-  EXPECT_EQ(Listing(obj_, Other()), Names{"0"});
+  EXPECT_EQ(Listing(obj_), Names{"0"});
   EXPECT_EQ(Xattr(obj_, xattr::kEntries), "1");
   EXPECT_EQ(ContentsOf(attr.ino, Other()), "hello");
 }
@@ -117,7 +117,7 @@ TEST_F(StoreLifecycleTest, UnlinkWithAReaderLeavesAZombieUntilItsRelease) {
   Attr attr;
   EXPECT_EQ(store().lookup(obj_, "e", Other(), &attr), ENOENT);
   EXPECT_EQ(store().lookup(obj_, "e", Me(), &attr), ENOENT);
-  EXPECT_EQ(Listing(obj_, Other()), Names{});
+  EXPECT_EQ(Listing(obj_), Names{});
   EXPECT_EQ(Xattr(obj_, xattr::kEntries), "0");
   EXPECT_EQ(Xattr(ino, xattr::kState), "zombie");
   ASSERT_EQ(GetAttr(ino, &attr), 0);
@@ -173,7 +173,7 @@ TEST_F(StoreLifecycleTest, AFlushedEntryCommitsWhenAnotherCallerListsTheObject) 
   std::uint64_t fh = Create(obj_, "e", &attr);
   ASSERT_EQ(Write(fh, 0, "abc"), 0);
   ASSERT_EQ(store().flush(fh), 0);
-  EXPECT_EQ(Listing(obj_, Other()), Names{"e"});
+  EXPECT_EQ(Listing(obj_), Names{"e"});
   EXPECT_EQ(Xattr(attr.ino, xattr::kState), "idle");
   ASSERT_EQ(store().release(fh), 0);
 }

@@ -39,7 +39,7 @@ TEST_F(StoreCapacityTest, EntriesInEveryStateCountUntilFreed) {
   EXPECT_EQ(store().create(obj, "e", 0644, kCreateFlags, Me(), &attr, &file), ENOSPC);
   ASSERT_EQ(store().release(reader), 0);
   ASSERT_NE(Put(obj, "e", "e"), 0u);
-  EXPECT_EQ(Listing(obj, Other()), (Names{"c", "d", "e"}));
+  EXPECT_EQ(Listing(obj), (Names{"c", "d", "e"}));
 }
 
 TEST_F(StoreCapacityTest, ObjectsHaveTheirOwnCapacity) {

@@ -48,7 +48,7 @@ TEST_F(StoreRecoveryTest, CommittedStateSurvivesAReattach) {
 
   ASSERT_EQ(Reopen(), 0);
 
-  EXPECT_EQ(Listing(kRootIno, Other()), (Names{"frames", "params"}));
+  EXPECT_EQ(Listing(kRootIno), (Names{"frames", "params"}));
   Attr attr;
   ASSERT_EQ(store().lookup(kRootIno, "frames", Other(), &attr), 0);
   EXPECT_EQ(attr.ino, frames);
@@ -63,7 +63,7 @@ TEST_F(StoreRecoveryTest, CommittedStateSurvivesAReattach) {
   EXPECT_EQ(Xattr(params, xattr::kCommit), "explicit");
   EXPECT_EQ(Xattr(params, xattr::kBytes), std::to_string(weights.size()));
 
-  EXPECT_EQ(Listing(frames, Other()), (Names{"0", "1"}));
+  EXPECT_EQ(Listing(frames), (Names{"0", "1"}));
   ASSERT_EQ(store().lookup(frames, "0", Other(), &attr), 0);
   EXPECT_EQ(attr.ino, zero_attr.ino);
   EXPECT_EQ(attr.mode, S_IFREG | 0640u);
@@ -204,7 +204,7 @@ TEST_F(StoreRecoveryTest, AnEntryWhoseSlotFileIsGoneIsDroppedByAReattach) {
 
   ASSERT_EQ(Reopen(), 0);
   EXPECT_EQ(InoOf(obj, "lost", Other()), 0u);
-  EXPECT_EQ(Listing(obj, Other()), Names{"kept"});
+  EXPECT_EQ(Listing(obj), Names{"kept"});
   EXPECT_EQ(ContentsOf(kept_ino, Other()), kept);
   EXPECT_EQ(store().stats().memory_used, kept.size());
   EXPECT_EQ(store().stats().free_entries, options().max_entries - 1);
@@ -215,7 +215,7 @@ TEST_F(StoreRecoveryTest, ResetStartsEmpty) {
   Ino obj = MakeObject("o");
   ASSERT_NE(Put(obj, "e", Pattern(1000, 1)), 0u);
   ASSERT_EQ(Reopen(/*reset=*/true), 0);
-  EXPECT_EQ(Listing(kRootIno, Me()), Names{});
+  EXPECT_EQ(Listing(kRootIno), Names{});
   EXPECT_EQ(InoOf(kRootIno, "o", Me()), 0u);
   EXPECT_TRUE(Gone(obj));
   EXPECT_EQ(store().stats().memory_used, 0u);

@@ -216,9 +216,9 @@ Ino StoreTest::InoOf(Ino parent, std::string_view name, const Caller& caller) {
   return attr.ino;
 }
 
-Names StoreTest::Listing(Ino dir, const Caller& caller) {
+Names StoreTest::Listing(Ino dir) {
   std::vector<DirEntry> entries;
-  if (int err = store().readdir(dir, caller, &entries); err != 0) {
+  if (int err = store().readdir(dir, &entries); err != 0) {
     ADD_FAILURE() << "readdir " << dir << ": " << ErrName(err);
   }
   Names names;

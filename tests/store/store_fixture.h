@@ -112,8 +112,8 @@ class StoreTest : public ::testing::Test {
 
   // The inode of `name` in `parent` as `caller` sees it, or 0 if the lookup fails.
   Ino InoOf(Ino parent, std::string_view name, const Caller& caller);
-  // The names that `caller` lists in `dir`, less the control files.
-  Names Listing(Ino dir, const Caller& caller);
+  // The names listed in `dir` (the same for every caller), less the control files.
+  Names Listing(Ino dir);
 
  private:
   std::unique_ptr<OtherProcess> other_;
