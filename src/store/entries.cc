@@ -524,7 +524,14 @@ int Store::release(std::uint64_t fh) {
     if (--rt.readers == 0 && r.state == EntryState::kCommitted) serve_pop_waiters(r.object);
   } else if (--rt.writers == 0 && r.state == EntryState::kWrite) {
     if (obj(r.object).commit == CommitMode::kClose) {
-      commit(h.entry);
+      if (entry_rt_[h.entry].pushed) {
+        commit(h.entry);
+      } else {
+        // Versions of the name whose writers closed them earlier, and whose releases are still
+        // on their way, commit first: the name ends with the last one closed.
+        r.flags |= layout::kEntryClosed;
+        commit_closed(r.object, name_of(r.name), nullptr);
+      }
     } else {
       // Explicit mode: the writer left without committing, so the entry never existed.
       drop_pending(h.entry);

@@ -280,5 +280,23 @@ TEST_F(StoreCommitTest, AnUncommittedReplaceIsDiscardedInExplicitMode) {
   EXPECT_EQ(store().stats().memory_used, 3u);
 }
 
+TEST_F(StoreCommitTest, TheNameEndsWithTheVersionClosedLastWhateverTheReleaseOrder) {
+  Ino obj = MakeObject("o");
+  Attr attr;
+  const std::uint64_t first = Create(obj, "w", &attr);
+  ASSERT_EQ(Write(first, 0, "first"), 0);
+  ASSERT_EQ(store().flush(first), 0);  // closed, but its release is still on its way
+  OpenFile second;
+  ASSERT_EQ(Replace(obj, "w", Me(), &second), 0) << "a version of its own";
+  ASSERT_EQ(Write(second.fh, 0, "second"), 0);
+  ASSERT_EQ(store().flush(second.fh), 0);
+  ASSERT_EQ(store().release(second.fh), 0);
+  ASSERT_EQ(store().release(first), 0);  // the late release of the version closed first
+  EXPECT_EQ(ContentsOf(InoOf(obj, "w", Other()), Other()), "second");
+  EXPECT_EQ(Xattr(InoOf(obj, "w", Other()), xattr::kSeq), "2");
+  store().forget(attr.ino, 1);  // the kernel's reference from the create
+  EXPECT_EQ(store().stats().memory_used, 6u) << "the first version is freed";
+}
+
 }  // namespace
 }  // namespace smos::test
