@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(
   # build
   g++ cmake make pkg-config
-  libfuse3-dev libboost-dev libspdlog-dev
+  libfuse3-dev liburing-dev libboost-dev libspdlog-dev
   libgtest-dev libgmock-dev
   # run: fusermount3 and /etc/fuse.conf; mountpoint(1)
   fuse3 util-linux

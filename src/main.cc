@@ -37,6 +37,7 @@ Serve a shared-memory object store as a filesystem. See smosd(8) and smos(7).
   --max-entries=N        entry table size, fixed at creation (default 16384)
   --reset                discard any existing store of this name
   --no-passthrough       never let the kernel serve reads from slot files itself
+  --no-io-uring          take requests from /dev/fuse even where the kernel offers io_uring
   -o OPT[,OPT...]        FUSE mount options, e.g. allow_other
   -h, --help             this text
   -V, --version          the version
@@ -51,6 +52,7 @@ struct Options {
   bool foreground = false;
   bool debug = false;
   bool passthrough = true;
+  bool io_uring = true;
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -74,7 +76,7 @@ std::uint64_t default_memory_budget() {
 
 Options parse_options(int argc, char** argv) {
   enum { kLogLevel = 256, kStore, kCapacity, kBlockSize, kMemory, kMaxObjects, kMaxEntries, kReset,
-         kNoPassthrough };
+         kNoPassthrough, kNoIoUring };
   static const option long_options[] = {
       {"log-level", required_argument, nullptr, kLogLevel},
       {"store", required_argument, nullptr, kStore},
@@ -85,6 +87,7 @@ Options parse_options(int argc, char** argv) {
       {"max-entries", required_argument, nullptr, kMaxEntries},
       {"reset", no_argument, nullptr, kReset},
       {"no-passthrough", no_argument, nullptr, kNoPassthrough},
+      {"no-io-uring", no_argument, nullptr, kNoIoUring},
       {"help", no_argument, nullptr, 'h'},
       {"version", no_argument, nullptr, 'V'},
       {nullptr, 0, nullptr, 0},
@@ -121,6 +124,7 @@ Options parse_options(int argc, char** argv) {
       case kMaxEntries: opts.store.max_entries = positive("--max-entries", smos::parse_count(optarg), 1u << 24); break;
       case kReset: opts.store.reset = true; break;
       case kNoPassthrough: opts.passthrough = false; break;
+      case kNoIoUring: opts.io_uring = false; break;
       case 'h': std::fputs(kUsage, stdout); std::exit(0);
       case 'V': std::puts("smosd 0.1.0"); std::exit(0);
       default: usage_error("unknown option");
@@ -203,7 +207,7 @@ int serve(const Options& opts, smos::Store& store) {
   for (auto& w : words) argv.push_back(w.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
 
-  smos::fs::Context context{&store, nullptr, smos::os::FuseChannel(opts.passthrough)};
+  smos::fs::Context context{&store, nullptr, smos::os::FuseChannel(opts.passthrough, opts.io_uring)};
   const fuse_lowlevel_ops& ops = smos::fs::operations();
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &context);
   if (se == nullptr) {
@@ -214,7 +218,7 @@ int serve(const Options& opts, smos::Store& store) {
   int rc = 1;
   if (fuse_set_signal_handlers(se) == 0) {
     if (fuse_session_mount(se, opts.mountpoint.c_str()) == 0 &&
-        smos::fs::install_channel(se) == 0) {
+        smos::fs::install_channel(context) == 0) {
       spdlog::info("store '{}' mounted on {} (memory budget {} bytes)", opts.store.name,
                    opts.mountpoint, opts.store.memory_budget);
       fuse_daemonize(opts.foreground ? 1 : 0);
@@ -224,6 +228,7 @@ int serve(const Options& opts, smos::Store& store) {
       store.set_name_listener([&notifier](smos::Ino parent, const std::string& name) {
         notifier.invalidate_entry(parent, name);
       });
+      context.notifier = &notifier;
       fuse_loop_config* loop = fuse_loop_cfg_create();
       fuse_loop_cfg_set_max_threads(loop, 64);
       fuse_loop_cfg_set_idle_threads(loop, 8);
@@ -233,7 +238,9 @@ int serve(const Options& opts, smos::Store& store) {
       fuse_loop_cfg_destroy(loop);
       store.set_name_listener(nullptr);
       store.set_backing_files(nullptr);
+      context.notifier = nullptr;
       fuse_session_unmount(se);
+      context.channel.stop_ring();
       spdlog::info("unmounted {}", opts.mountpoint);
     } else {
       spdlog::error("cannot mount on {}", opts.mountpoint);

@@ -15,11 +15,19 @@ constexpr double kImmutableTimeout = 3600.0;
 constexpr double kStableNameTimeout = 60.0;
 constexpr double kDirTimeout = 1.0;
 
-void init(void* /*userdata*/, fuse_conn_info* conn) {
+void init(void* userdata, fuse_conn_info* conn) {
   // A replace is open(O_TRUNC) of a committed entry: it must reach us as one request.
   if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
-  if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
+  // Replies through the ring are copied into its buffers: none may be spliced to the device.
+  if ((conn->capable & FUSE_CAP_SPLICE_WRITE) &&
+      !static_cast<Context*>(userdata)->channel.ring_offered()) {
+    conn->want |= FUSE_CAP_SPLICE_WRITE;
+  }
   if (conn->capable & FUSE_CAP_SPLICE_READ) conn->want |= FUSE_CAP_SPLICE_READ;
+  // Releases and read-ahead are background requests. Past this many in flight, the kernel
+  // holds new ones back while later requests overtake them; a release then reaches the store
+  // after the closer's next request (see FuseRing).
+  conn->max_background = 256;
   conn->max_write = 1u << 20;
   conn->max_readahead = 1u << 20;
   spdlog::info("FUSE protocol {}.{}, max_write {}", conn->proto_major, conn->proto_minor,
@@ -73,7 +81,7 @@ void reply_attr(fuse_req_t req, const Attr& attr) {
   fuse_reply_attr(req, &st, attr_timeout(attr));
 }
 
-int install_channel(fuse_session* se) {
+int install_channel(Context& context) {
   static const fuse_custom_io io = {
       [](int fd, iovec* iov, int count, void* userdata) {
         return static_cast<Context*>(userdata)->channel.writev(fd, iov, count);
@@ -92,6 +100,13 @@ int install_channel(fuse_session* se) {
                                                                     off_out, len, flags);
       },
   };
+  fuse_session* se = context.session;
+  context.channel.set_dispatch([se](char* request, std::size_t len) {
+    fuse_buf buf{};
+    buf.size = len;
+    buf.mem = request;
+    fuse_session_process_buf(se, &buf);
+  });
   return fuse_session_custom_io(se, &io, fuse_session_fd(se));
 }
 

@@ -11,6 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "fs/notifier.h"
 #include "os/fuse_channel.h"
 #include "store/store.h"
 
@@ -24,10 +25,11 @@ struct Context {
   Store* store;
   fuse_session* session = nullptr;  // set once the session exists
   os::FuseChannel channel;
+  Notifier* notifier = nullptr;  // set while the session serves
 };
 
-// Routes the session's device I/O through context->channel.
-int install_channel(fuse_session* se);
+// Routes the session's device I/O, and its ring's requests, through context.channel.
+int install_channel(Context& context);
 
 // Registers slot files with the kernel as backing files, through the context's channel, once
 // the kernel has agreed to FUSE passthrough.

@@ -165,14 +165,20 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   Store::StaleName stale;
   int err = guarded("flush", [&] { return store_of(req).flush(fi->fh, &stale); });
   if (err == 0 && stale.parent != 0) {
-    // Before close() returns, so that the closer's next open of the name finds the new
-    // version. Safe here: a flush holds no directory lock that the kernel needs for this.
+    // Before close() returns, the closer's next open of the name must find the new version.
+    // A new epoch (kernel 6.16+) has the kernel look up again every name it caches, or that a
+    // lookup answered before now is about to cache, before using it; the notifier then drops
+    // the name itself, and nothing here waits. Without epochs, the name is dropped here and
+    // now: that waits for the directory's lock, which a lookup in flight may hold, so every
+    // thread that serves requests must not be waiting like this (the ring needs epochs).
     Context* context = static_cast<Context*>(fuse_req_userdata(req));
-    fuse_lowlevel_notify_inval_entry(context->session, stale.parent, stale.name.data(),
-                                     stale.name.size());
-    // A lookup answered just before may still be on its way to cache the name again: the new
-    // epoch makes the kernel look such a name up again before using it.
-    context->channel.bump_epoch(fuse_session_fd(context->session));
+    if (context->channel.bump_epoch(fuse_session_fd(context->session)) &&
+        context->notifier != nullptr) {
+      context->notifier->invalidate_entry(stale.parent, stale.name);
+    } else {
+      fuse_lowlevel_notify_inval_entry(context->session, stale.parent, stale.name.data(),
+                                       stale.name.size());
+    }
     guarded("flush", [&] {
       store_of(req).name_dropped(fi->fh);
       return 0;

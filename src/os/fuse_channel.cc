@@ -5,6 +5,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include <spdlog/spdlog.h>
@@ -16,6 +17,7 @@ namespace {
 // values are the kernel's ABI (7.40).
 constexpr std::uint64_t kDirectIoAllowMmap = 1ull << 36;
 constexpr std::uint64_t kPassthrough = 1ull << 37;
+constexpr std::uint64_t kOverIoUring = 1ull << 41;  // 7.42
 constexpr std::uint32_t kOpenPassthrough = 1u << 7;  // FOPEN_PASSTHROUGH
 // fuse_init_out.max_stack_depth: the first of 7.38's unused words after flags2. Slot files live
 // on tmpfs, which stacks on nothing, so a depth of 1 suffices.
@@ -32,6 +34,13 @@ constexpr unsigned long kIocBackingOpen = _IOW(229, 1, BackingMap);
 constexpr unsigned long kIocBackingClose = _IOW(229, 2, std::uint32_t);
 
 constexpr std::int32_t kNotifyIncEpoch = 8;  // FUSE_NOTIFY_INC_EPOCH
+constexpr std::uint32_t kEpochMinor = 44;
+
+std::size_t total_length(const iovec* iov, int count) {
+  std::size_t n = 0;
+  for (int i = 0; i < count; ++i) n += iov[i].iov_len;
+  return n;
+}
 
 thread_local int reply_backing_id = 0;
 }  // namespace
@@ -76,7 +85,16 @@ ssize_t FuseChannel::read(int fd, void* buf, std::size_t len) {
       std::uint64_t flags = init.flags;
       if (flags & FUSE_INIT_EXT) flags |= static_cast<std::uint64_t>(init.flags2) << 32;
       kernel_flags_ = flags;
+      kernel_minor_ = init.minor;
       init_unique_ = in.unique;
+      // Made before the reply offers the ring: once it does, the kernel holds every request
+      // until each queue has an entry, so nothing may fail after that but the registration,
+      // which the kernel survives by falling back to /dev/fuse.
+      // The ring also needs epochs (7.44, kernel 6.16): with them no handler waits for the
+      // kernel, and a ring's workers are a fixed few (see op_flush).
+      if ((flags & kOverIoUring) && want_ring_ && init.minor >= kEpochMinor) {
+        ring_.prepare();
+      }
     }
   }
   return n;
@@ -95,6 +113,8 @@ ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {
     spdlog::debug("FUSE channel: open reply with backing file {}", id);
     std::memcpy(open + kBackingIdOffset, &id, sizeof id);
   }
+  if (ring_.reply(iov, count)) return static_cast<ssize_t>(total_length(iov, count));
+  std::size_t ring_payload = 0;  // set when this is the INIT reply that turns the ring on
   const std::uint64_t init_unique = init_unique_.load(std::memory_order_relaxed);
   if (init_unique != 0 && count >= 2 && iov[0].iov_len == sizeof(fuse_out_header) &&
       iov[1].iov_len >= offsetof(fuse_init_out, max_write)) {
@@ -124,14 +144,39 @@ ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {
         passthrough_.store(true, std::memory_order_release);
         passthrough = "on";
       }
+      const char* ring = "off (not offered: the fuse module's enable_uring is 0)";
+      if (!want_ring_) {
+        ring = "off (disabled)";
+      } else if (ring_.prepared() && (init->flags & FUSE_INIT_EXT) &&
+                 iov[1].iov_len >= offsetof(fuse_init_out, flags2) + sizeof init->flags2) {
+        init->flags2 |= static_cast<std::uint32_t>(kOverIoUring >> 32);
+        // The kernel's payload size: max(FUSE_MIN_READ_BUFFER, max_write, max_pages pages).
+        const std::size_t pages = (init->flags & FUSE_MAX_PAGES) ? init->max_pages : 32;
+        ring_payload = std::max<std::size_t>({8192, init->max_write,
+                                              pages * static_cast<std::size_t>(::getpagesize())});
+        ring = "on";
+      } else if (kernel_flags_ & kOverIoUring) {
+        ring = kernel_minor_ < kEpochMinor ? "off (needs FUSE 7.44 for epochs)"
+                                           : "off (io_uring unavailable)";
+      }
       init_unique_ = ~0ull;  // answered: nothing more to look for
-      spdlog::info("FUSE channel: handle_killpriv_v2 {}, direct_io_allow_mmap {}, passthrough {}",
+      spdlog::info("FUSE channel: handle_killpriv_v2 {}, direct_io_allow_mmap {}, passthrough {}, "
+                   "io_uring {}",
                    killpriv_v2_ ? "on" : "off (not offered)",
                    direct_io_allow_mmap_ ? "on" : "off (not offered: mmap of entries fails)",
-                   passthrough);
+                   passthrough, ring);
+      if (ring_payload == 0) ring_.stop();
     }
   }
-  return ::writev(fd, iov, count);
+  const ssize_t n = ::writev(fd, iov, count);
+  if (ring_payload != 0) {
+    if (n >= 0) {
+      ring_.start(fd, ring_payload, dispatch_);
+    } else {
+      ring_.stop();
+    }
+  }
+  return n;
 }
 
 ssize_t FuseChannel::splice_receive(int fd_in, off_t* off_in, int fd_out, off_t* off_out,

@@ -10,6 +10,9 @@
 //    an open may be answered with a backing file, whose reads and mappings the kernel then
 //    serves itself. A backing file is registered with backing_open(), and an open reply sent
 //    inside a ReplyBacking scope names it (see docs/design.md, "The kernel's caches").
+//  - FUSE_OVER_IO_URING (kernel 6.14+, fuse.enable_uring=1), unless disabled: requests and
+//    their replies then travel through a FuseRing, whose workers hand requests to the
+//    dispatcher (set_dispatch); writev() routes each reply to the ring or to the device.
 // Install with fuse_session_custom_io() after fuse_session_mount().
 #pragma once
 
@@ -18,12 +21,24 @@
 
 #include <atomic>
 #include <cstdint>
+#include <utility>
+
+#include "os/fuse_ring.h"
 
 namespace smos::os {
 
 class FuseChannel {
  public:
-  explicit FuseChannel(bool want_passthrough = true) : want_passthrough_(want_passthrough) {}
+  explicit FuseChannel(bool want_passthrough = true, bool want_ring = true)
+      : want_passthrough_(want_passthrough), want_ring_(want_ring) {}
+
+  // Where the ring's workers send requests; set before the session starts.
+  void set_dispatch(FuseRing::Dispatch dispatch) { dispatch_ = std::move(dispatch); }
+  // Whether requests will come through the ring: known once INIT has been read. Its replies
+  // must reach writev() in memory, never spliced.
+  bool ring_offered() const { return ring_.prepared(); }
+  // Stops the ring's workers. Call once the mount is gone, before the session is destroyed.
+  void stop_ring() { ring_.stop(); }
 
   // Whether the kernel accepted FUSE_PASSTHROUGH (known once INIT is answered).
   bool passthrough() const { return passthrough_.load(std::memory_order_acquire); }
@@ -55,10 +70,14 @@ class FuseChannel {
  private:
   std::atomic<std::uint64_t> init_unique_{0};  // the INIT request, until it is answered
   std::atomic<std::uint64_t> kernel_flags_{0};  // flags | flags2 << 32
+  std::uint32_t kernel_minor_ = 0;
   bool killpriv_v2_ = false;
   bool direct_io_allow_mmap_ = false;
   const bool want_passthrough_;
+  const bool want_ring_;
   std::atomic<bool> passthrough_{false};
+  FuseRing ring_;
+  FuseRing::Dispatch dispatch_;
   std::atomic<bool> no_epoch_{false};
 };
 

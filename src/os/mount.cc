@@ -16,10 +16,12 @@ constexpr long kFuseSuperMagic = 0x65735546;
 
 MountpointState probe_mountpoint(const std::string& path) {
   // statfs, unlike stat, is never answered from the kernel's caches: a FUSE mount whose daemon
-  // died answers ENOTCONN even right after its root was looked at.
+  // died answers ENOTCONN even right after its root was looked at. (ECONNABORTED: a request
+  // that was queued for the daemon's io_uring as the connection went down.)
   struct statfs fs;
   if (statfs(path.c_str(), &fs) != 0) {
-    return errno == ENOTCONN ? MountpointState::kStale : MountpointState::kMissing;
+    return errno == ENOTCONN || errno == ECONNABORTED ? MountpointState::kStale
+                                                      : MountpointState::kMissing;
   }
   if (fs.f_type == kFuseSuperMagic) return MountpointState::kLiveFuse;
   struct stat st;

@@ -228,10 +228,8 @@ TEST_P(PassthroughTest, TheStartupLogSaysWhetherPassthroughIsOn) {
     }
   }
   ASSERT_EQ(lines.size(), 1u) << "want one start-up line of the channel; log:\n" << log;
-  const std::string want = passthrough() ? "passthrough on" : "passthrough off (disabled)";
-  ASSERT_NE(lines[0].find(want), std::string::npos) << lines[0];
-  EXPECT_EQ(lines[0].substr(lines[0].size() - want.size()), want)
-      << "passthrough is the last thing the line reports: " << lines[0];
+  const std::string want = passthrough() ? "passthrough on," : "passthrough off (disabled),";
+  EXPECT_NE(lines[0].find(want), std::string::npos) << lines[0];
 }
 
 TEST_P(PassthroughTest, OnlyWithPassthroughDoReadersGetABackingFile) {

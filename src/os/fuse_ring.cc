@@ -1,0 +1,365 @@
+#include "os/fuse_ring.h"
+
+#include <liburing.h>
+#include <linux/fuse.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+namespace smos::os {
+
+namespace {
+
+// The kernel's ABI (include/uapi/linux/fuse.h, 7.42), newer than the headers this builds
+// against.
+constexpr std::uint32_t kCmdRegister = 1;        // FUSE_IO_URING_CMD_REGISTER
+constexpr std::uint32_t kCmdCommitAndFetch = 2;  // FUSE_IO_URING_CMD_COMMIT_AND_FETCH
+
+struct EntInOut {  // struct fuse_uring_ent_in_out
+  std::uint64_t flags;
+  std::uint64_t commit_id;  // the request's unique
+  std::uint32_t payload_sz;  // bytes in the payload buffer, either way
+  std::uint32_t padding;
+  std::uint64_t reserved;
+};
+struct ReqHeader {  // struct fuse_uring_req_header: iov[0] of a registration
+  char in_out[128];  // fuse_in_header of a request, fuse_out_header of its reply
+  char op_in[128];   // the request's first argument (its per-opcode struct), if any
+  EntInOut ring_ent_in_out;
+};
+struct CmdReq {  // struct fuse_uring_cmd_req, in the SQE's command area
+  std::uint64_t flags;
+  std::uint64_t commit_id;
+  std::uint16_t qid;
+  std::uint8_t padding[6];
+};
+static_assert(sizeof(EntInOut) == 32);
+static_assert(offsetof(ReqHeader, op_in) == 128 && offsetof(ReqHeader, ring_ent_in_out) == 256);
+static_assert(sizeof(ReqHeader) == 288);
+static_assert(sizeof(CmdReq) == 24 && offsetof(CmdReq, qid) == 16);
+static_assert(sizeof(fuse_in_header) == 40 && sizeof(fuse_out_header) == 16);
+static_assert(sizeof(fuse_in_header) <= sizeof(ReqHeader::in_out));
+
+// A request is rebuilt in front of its payload: fuse_in_header, then op_in, then the payload,
+// which the kernel wrote at kHeadroom into the entry's buffer.
+constexpr std::size_t kHeadroom = 256;
+static_assert(kHeadroom >= sizeof(fuse_in_header) + sizeof(ReqHeader::op_in));
+
+constexpr std::uint64_t kWakeTag = 0;  // user_data of the read of a worker's eventfd
+constexpr unsigned kRingDepth = 64;
+
+enum State : int {
+  kWaiting,  // registered, or committed: the kernel may fill it
+  kServing,  // its request is with the dispatcher
+  kParked,   // the dispatcher returned without an answer; one will come from another thread
+  kReplied,  // the answer is in the buffers, to be committed
+};
+
+// num_possible_cpus(): the kernel has one queue per possible CPU, all of which need an entry.
+unsigned possible_cpus() {
+  unsigned count = 0;
+  if (std::FILE* f = std::fopen("/sys/devices/system/cpu/possible", "re")) {
+    unsigned first = 0;
+    unsigned last = 0;
+    while (true) {
+      const int n = std::fscanf(f, "%u", &first);
+      if (n != 1) break;
+      last = first;
+      if (std::fscanf(f, "-%u", &last) < 0) break;
+      count = std::max(count, last + 1);
+      if (std::fgetc(f) != ',') break;
+    }
+    std::fclose(f);
+  }
+  return count;
+}
+
+}  // namespace
+
+thread_local FuseRing::Entry* FuseRing::serving_ = nullptr;
+
+struct FuseRing::Entry {
+  Worker* owner = nullptr;
+  ReqHeader header{};
+  std::unique_ptr<char[]> buffer;  // kHeadroom, then the payload
+  iovec iov[2]{};
+  std::uint64_t commit_id = 0;  // the request it holds
+  std::atomic<std::uint64_t> unique{0};  // the same while unanswered, else 0: what find() sees
+  std::atomic<int> state{kWaiting};
+};
+
+struct FuseRing::Worker {
+  unsigned qid = 0;
+  io_uring ring{};
+  int wake_fd = -1;
+  std::uint64_t wake_count = 0;
+  std::thread thread;
+  std::mutex mu;  // guards ready
+  std::vector<Entry*> ready;  // answered from another thread while parked
+};
+
+FuseRing::FuseRing() = default;
+FuseRing::~FuseRing() { stop(); }
+
+bool FuseRing::prepare() {
+  const unsigned queues = possible_cpus();
+  if (queues == 0) {
+    spdlog::warn("FUSE ring: cannot read /sys/devices/system/cpu/possible");
+    return false;
+  }
+  std::vector<std::unique_ptr<Worker>> workers;
+  auto fail = [&workers](const char* what, int err) {
+    spdlog::warn("FUSE ring: {}: {}", what, std::strerror(err));
+    for (auto& w : workers) {
+      io_uring_queue_exit(&w->ring);
+      if (w->wake_fd >= 0) ::close(w->wake_fd);
+    }
+    return false;
+  };
+  for (unsigned q = 0; q < queues; ++q) {
+    workers.push_back(std::make_unique<Worker>());
+    Worker& w = *workers.back();
+    w.qid = q;
+    io_uring_params params{};
+    // One thread submits to each ring, and runs its completions when it waits; the ring is
+    // enabled from that thread (see run).
+    params.flags = IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                   IORING_SETUP_R_DISABLED;
+    if (int rc = io_uring_queue_init_params(kRingDepth, &w.ring, &params); rc < 0) {
+      workers.pop_back();  // nothing of its ring to undo
+      return fail("io_uring_setup", -rc);
+    }
+    w.wake_fd = ::eventfd(0, EFD_CLOEXEC);
+    if (w.wake_fd < 0) return fail("eventfd", errno);
+  }
+  workers_ = std::move(workers);
+  return true;
+}
+
+void FuseRing::start(int dev_fd, std::size_t max_payload, Dispatch dispatch) {
+  dev_fd_ = dev_fd;
+  max_payload_ = max_payload;
+  dispatch_ = std::move(dispatch);
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    worker->thread = std::thread([this, worker] { run(*worker); });
+  }
+  spdlog::info("FUSE ring: {} queues, one worker each, {} KiB payload per entry",
+               workers_.size(), max_payload / 1024);
+}
+
+void FuseRing::stop() {
+  if (workers_.empty()) return;
+  stopping_.store(true);
+  for (auto& w : workers_) {
+    if (w->thread.joinable()) {
+      ::eventfd_write(w->wake_fd, 1);
+      w->thread.join();
+    }
+  }
+  for (auto& w : workers_) {
+    io_uring_queue_exit(&w->ring);
+    ::close(w->wake_fd);
+  }
+  workers_.clear();
+}
+
+namespace {
+
+io_uring_sqe* next_sqe(io_uring* ring) {
+  io_uring_sqe* sqe = io_uring_get_sqe(ring);
+  while (sqe == nullptr) {  // full: hand what is queued to the kernel first
+    io_uring_submit(ring);
+    sqe = io_uring_get_sqe(ring);
+  }
+  return sqe;
+}
+
+void prep_command(io_uring* ring, int dev_fd, std::uint32_t op, void* tag, const iovec* iov,
+                  std::uint64_t commit_id, unsigned qid) {
+  io_uring_sqe* sqe = next_sqe(ring);
+  std::memset(sqe, 0, 2 * sizeof *sqe);  // SQE128: the command area runs into the second half
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = dev_fd;
+  sqe->cmd_op = op;
+  sqe->addr = reinterpret_cast<std::uintptr_t>(iov);
+  sqe->len = 2;
+  sqe->user_data = reinterpret_cast<std::uintptr_t>(tag);
+  const CmdReq req{0, commit_id, static_cast<std::uint16_t>(qid), {}};
+  std::memcpy(sqe->cmd, &req, sizeof req);
+}
+
+void arm_wake(io_uring* ring, int fd, std::uint64_t* count) {
+  io_uring_sqe* sqe = next_sqe(ring);
+  io_uring_prep_read(sqe, fd, count, sizeof *count, 0);
+  sqe->user_data = kWakeTag;
+}
+
+}  // namespace
+
+FuseRing::Entry* FuseRing::add_entry(Worker& worker) {
+  auto entry = std::make_unique<Entry>();
+  entry->owner = &worker;
+  entry->buffer.reset(new char[kHeadroom + max_payload_]);
+  entry->iov[0] = {&entry->header, sizeof entry->header};
+  entry->iov[1] = {entry->buffer.get() + kHeadroom, max_payload_};
+  Entry* e = entry.get();
+  {
+    std::lock_guard lock(entries_mu_);
+    entries_.push_back(std::move(entry));
+  }
+  prep_command(&worker.ring, dev_fd_, kCmdRegister, e, e->iov, 0, worker.qid);
+  return e;
+}
+
+void FuseRing::commit(Worker& worker, Entry& entry) {
+  entry.state.store(kWaiting, std::memory_order_relaxed);
+  prep_command(&worker.ring, dev_fd_, kCmdCommitAndFetch, &entry, entry.iov, entry.commit_id,
+               worker.qid);
+}
+
+FuseRing::Entry* FuseRing::find(std::uint64_t unique) {
+  if (Entry* e = serving_; e != nullptr && e->unique.load(std::memory_order_relaxed) == unique) {
+    return e;
+  }
+  std::lock_guard lock(entries_mu_);
+  for (auto& e : entries_) {
+    if (e->unique.load(std::memory_order_acquire) == unique) return e.get();
+  }
+  return nullptr;
+}
+
+bool FuseRing::reply(const iovec* iov, int count) {
+  if (workers_.empty() || count < 1 || iov[0].iov_len != sizeof(fuse_out_header)) return false;
+  fuse_out_header out;
+  std::memcpy(&out, iov[0].iov_base, sizeof out);
+  if (out.unique == 0) return false;  // a notification: /dev/fuse only
+  Entry* entry = find(out.unique);
+  if (entry == nullptr) return false;
+  entry->unique.store(0, std::memory_order_relaxed);
+
+  char* payload = entry->buffer.get() + kHeadroom;
+  std::size_t size = 0;
+  for (int i = 1; i < count; ++i) size += iov[i].iov_len;
+  if (size > max_payload_) {
+    spdlog::error("FUSE ring: a reply of {} bytes outgrows the {}-byte payload buffer", size,
+                  max_payload_);
+    out.error = -EIO;
+    size = 0;
+  } else {
+    std::size_t at = 0;
+    for (int i = 1; i < count; ++i) {
+      if (iov[i].iov_base != payload + at) std::memcpy(payload + at, iov[i].iov_base, iov[i].iov_len);
+      at += iov[i].iov_len;
+    }
+  }
+  out.len = static_cast<std::uint32_t>(sizeof out + size);
+  std::memcpy(entry->header.in_out, &out, sizeof out);
+  entry->header.ring_ent_in_out.payload_sz = static_cast<std::uint32_t>(size);
+
+  if (entry->state.exchange(kReplied, std::memory_order_acq_rel) == kParked) {
+    Worker& owner = *entry->owner;
+    {
+      std::lock_guard lock(owner.mu);
+      owner.ready.push_back(entry);
+    }
+    ::eventfd_write(owner.wake_fd, 1);
+  }
+  return true;
+}
+
+void FuseRing::serve(Worker& worker, Entry& entry) {
+  fuse_in_header in;
+  std::memcpy(&in, entry.header.in_out, sizeof in);
+  const std::size_t payload = entry.header.ring_ent_in_out.payload_sz;
+  const std::size_t op = in.len - sizeof in - payload;
+  if (in.len < sizeof in + payload || op > sizeof entry.header.op_in || payload > max_payload_) {
+    spdlog::error("FUSE ring: malformed request (opcode {}, len {}, payload {})", in.opcode,
+                  in.len, payload);
+    const fuse_out_header out{sizeof out, -EIO, in.unique};
+    std::memcpy(entry.header.in_out, &out, sizeof out);
+    entry.header.ring_ent_in_out.payload_sz = 0;
+    entry.commit_id = in.unique;
+    commit(worker, entry);
+    return;
+  }
+  char* request = entry.buffer.get() + kHeadroom - op - sizeof in;
+  std::memcpy(request, &in, sizeof in);
+  std::memcpy(request + sizeof in, entry.header.op_in, op);
+  entry.commit_id = in.unique;
+  entry.state.store(kServing, std::memory_order_relaxed);
+  entry.unique.store(in.unique, std::memory_order_release);
+
+  serving_ = &entry;
+  dispatch_(request, in.len);
+  serving_ = nullptr;
+
+  int expected = kServing;
+  if (entry.state.compare_exchange_strong(expected, kParked, std::memory_order_acq_rel)) {
+    add_entry(worker);  // the queue must not run dry while this one waits
+  } else {
+    commit(worker, entry);
+  }
+}
+
+void FuseRing::run(Worker& worker) {
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  CPU_SET(worker.qid, &cpus);
+  // A queue serves the requests of its CPU: run there, so that none waits for a wake-up on
+  // another CPU. Outside the allowed CPUs (taskset), run anywhere.
+  pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus);
+  // io_uring_enable_rings(), which Debian 12's liburing declares but does not export.
+  if (int rc = io_uring_register(worker.ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
+      rc < 0) {
+    spdlog::error("FUSE ring: enabling queue {}: {}", worker.qid, std::strerror(-rc));
+    return;
+  }
+  arm_wake(&worker.ring, worker.wake_fd, &worker.wake_count);
+  add_entry(worker);
+  while (!stopping_.load(std::memory_order_relaxed)) {
+    const int rc = io_uring_submit_and_wait(&worker.ring, 1);
+    if (rc < 0 && rc != -EINTR) {
+      spdlog::error("FUSE ring: queue {}: io_uring_enter: {}", worker.qid, std::strerror(-rc));
+      break;
+    }
+    io_uring_cqe* cqe;
+    while (io_uring_peek_cqe(&worker.ring, &cqe) == 0) {
+      const std::uint64_t tag = cqe->user_data;
+      const int res = cqe->res;
+      io_uring_cqe_seen(&worker.ring, cqe);
+      if (tag == kWakeTag) {
+        std::vector<Entry*> ready;
+        {
+          std::lock_guard lock(worker.mu);
+          ready.swap(worker.ready);
+        }
+        for (Entry* e : ready) commit(worker, *e);
+        if (!stopping_.load(std::memory_order_relaxed)) {
+          arm_wake(&worker.ring, worker.wake_fd, &worker.wake_count);
+        }
+        continue;
+      }
+      Entry* entry = reinterpret_cast<Entry*>(tag);
+      if (res < 0) {
+        // ENOTCONN, ECANCELED: the connection is going away, and the entry with it.
+        if (res != -ENOTCONN && res != -ECANCELED) {
+          spdlog::error("FUSE ring: queue {}: {}", worker.qid, std::strerror(-res));
+        }
+        continue;
+      }
+      serve(worker, *entry);
+    }
+  }
+}
+
+}  // namespace smos::os

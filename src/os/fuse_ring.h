@@ -1,0 +1,76 @@
+// FUSE over io_uring (kernel 6.14+, protocol 7.42, fuse.enable_uring=1): the kernel hands each
+// request to a ring entry of the queue that belongs to the requester's CPU, and takes the reply
+// from the same entry. One worker thread, pinned to that CPU, serves each queue:
+//  - a request and its reply cost no cross-CPU wake-up, and one io_uring_enter both answers a
+//    request and waits for the next;
+//  - a CPU's requests are served in the order the kernel queued them, so the release that a
+//    close() queued is served before the closer's next request (a commit; see Store::flush).
+// So no handler may wait for the kernel to answer another request (see op_flush).
+// FORGET and INTERRUPT still come through /dev/fuse, and notifications go out through it.
+//
+// libfuse 3.14 knows nothing of this. A worker rebuilds each request as /dev/fuse would carry
+// it and hands it to the dispatcher (fuse_session_process_buf); the reply that libfuse then
+// writes reaches FuseChannel::writev, which gives it to reply(). A handler may answer later,
+// from any thread (a pop that waits): its entry is parked until then, and the worker registers
+// a fresh one meanwhile, so a queue never runs dry.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace smos::os {
+
+class FuseRing {
+ public:
+  // Serves one request: `request` holds fuse_in_header, then its arguments, as read(2) of
+  // /dev/fuse would return them; `len` is the header's len.
+  using Dispatch = std::function<void(char* request, std::size_t len)>;
+
+  FuseRing();
+  ~FuseRing();
+  FuseRing(const FuseRing&) = delete;
+  FuseRing& operator=(const FuseRing&) = delete;
+
+  // Before the INIT reply offers FUSE_OVER_IO_URING: creates a ring for each possible CPU.
+  // Returns false, with a log line, when io_uring is unavailable; the mount then stays on
+  // /dev/fuse.
+  bool prepare();
+  // After the INIT reply: starts the workers, which register their entries with the kernel.
+  // The kernel holds every request until each CPU's queue has an entry.
+  void start(int dev_fd, std::size_t max_payload, Dispatch dispatch);
+  // Stops and joins the workers and closes the rings. Call once the mount is gone.
+  void stop();
+
+  bool prepared() const { return !workers_.empty(); }
+  // Sends a reply (fuse_out_header, then its payload) through the entry of the request it
+  // answers, and returns true; false if no ring request has that unique (nothing is done).
+  bool reply(const iovec* iov, int count);
+
+ private:
+  struct Entry;
+  struct Worker;
+
+  void run(Worker& worker);
+  Entry* add_entry(Worker& worker);
+  Entry* find(std::uint64_t unique);
+  void commit(Worker& worker, Entry& entry);
+  void serve(Worker& worker, Entry& entry);
+
+  std::vector<std::unique_ptr<Worker>> workers_;
+  int dev_fd_ = -1;
+  std::size_t max_payload_ = 0;
+  Dispatch dispatch_;
+  std::atomic<bool> stopping_{false};
+  std::mutex entries_mu_;  // guards entries_ (it only grows)
+  std::vector<std::unique_ptr<Entry>> entries_;
+  static thread_local Entry* serving_;  // the entry whose request this thread dispatches
+};
+
+}  // namespace smos::os
