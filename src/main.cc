@@ -218,7 +218,7 @@ int serve(const Options& opts, smos::Store& store) {
   int rc = 1;
   if (fuse_set_signal_handlers(se) == 0) {
     if (fuse_session_mount(se, opts.mountpoint.c_str()) == 0 &&
-        smos::fs::install_channel(context) == 0) {
+        smos::fs::install_channel(context, opts.mountpoint) == 0) {
       spdlog::info("store '{}' mounted on {} (memory budget {} bytes)", opts.store.name,
                    opts.mountpoint, opts.store.memory_budget);
       fuse_daemonize(opts.foreground ? 1 : 0);

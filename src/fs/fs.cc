@@ -1,6 +1,7 @@
 #include "fs/fs.h"
 
 #include <cstring>
+#include <filesystem>
 
 namespace smos::fs {
 
@@ -81,7 +82,7 @@ void reply_attr(fuse_req_t req, const Attr& attr) {
   fuse_reply_attr(req, &st, attr_timeout(attr));
 }
 
-int install_channel(Context& context) {
+int install_channel(Context& context, const std::string& mountpoint) {
   static const fuse_custom_io io = {
       [](int fd, iovec* iov, int count, void* userdata) {
         return static_cast<Context*>(userdata)->channel.writev(fd, iov, count);
@@ -101,12 +102,12 @@ int install_channel(Context& context) {
       },
   };
   fuse_session* se = context.session;
-  context.channel.set_dispatch([se](char* request, std::size_t len) {
+  context.channel.set_ring_server([se](char* request, std::size_t len) {
     fuse_buf buf{};
     buf.size = len;
     buf.mem = request;
     fuse_session_process_buf(se, &buf);
-  });
+  }, std::filesystem::absolute(mountpoint).string());
   return fuse_session_custom_io(se, &io, fuse_session_fd(se));
 }
 

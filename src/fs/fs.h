@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <exception>
 #include <new>
+#include <string>
 
 #include <spdlog/spdlog.h>
 
@@ -29,7 +30,7 @@ struct Context {
 };
 
 // Routes the session's device I/O, and its ring's requests, through context.channel.
-int install_channel(Context& context);
+int install_channel(Context& context, const std::string& mountpoint);
 
 // Registers slot files with the kernel as backing files, through the context's channel, once
 // the kernel has agreed to FUSE passthrough.

@@ -171,7 +171,7 @@ ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {
   const ssize_t n = ::writev(fd, iov, count);
   if (ring_payload != 0) {
     if (n >= 0) {
-      ring_.start(fd, ring_payload, dispatch_);
+      ring_.start(fd, ring_payload, dispatch_, mountpoint_);
     } else {
       ring_.stop();
     }

@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 #include <utility>
 
 #include "os/fuse_ring.h"
@@ -32,8 +33,12 @@ class FuseChannel {
   explicit FuseChannel(bool want_passthrough = true, bool want_ring = true)
       : want_passthrough_(want_passthrough), want_ring_(want_ring) {}
 
-  // Where the ring's workers send requests; set before the session starts.
-  void set_dispatch(FuseRing::Dispatch dispatch) { dispatch_ = std::move(dispatch); }
+  // Where the ring's workers send requests, and the mount's absolute path; set before the
+  // session starts.
+  void set_ring_server(FuseRing::Dispatch dispatch, std::string mountpoint) {
+    dispatch_ = std::move(dispatch);
+    mountpoint_ = std::move(mountpoint);
+  }
   // Whether requests will come through the ring: known once INIT has been read. Its replies
   // must reach writev() in memory, never spliced.
   bool ring_offered() const { return ring_.prepared(); }
@@ -78,6 +83,7 @@ class FuseChannel {
   std::atomic<bool> passthrough_{false};
   FuseRing ring_;
   FuseRing::Dispatch dispatch_;
+  std::string mountpoint_;
   std::atomic<bool> no_epoch_{false};
 };
 

@@ -5,6 +5,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -88,9 +90,22 @@ unsigned possible_cpus() {
 thread_local FuseRing::Entry* FuseRing::serving_ = nullptr;
 
 struct FuseRing::Entry {
+  explicit Entry(std::size_t max_payload)
+      : length(kHeadroom + max_payload),
+        buffer(static_cast<char*>(::mmap(nullptr, length, PROT_READ | PROT_WRITE,
+                                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0))) {}
+  ~Entry() {
+    if (buffer != MAP_FAILED) ::munmap(buffer, length);
+  }
+  Entry(const Entry&) = delete;
+  Entry& operator=(const Entry&) = delete;
+
   Worker* owner = nullptr;
   ReqHeader header{};
-  std::unique_ptr<char[]> buffer;  // kHeadroom, then the payload
+  // kHeadroom, then the payload. Mapped, so that only the pages a request uses cost memory:
+  // each entry needs room for the largest request, and a parked one stays for good.
+  const std::size_t length;
+  char* const buffer;
   iovec iov[2]{};
   std::uint64_t commit_id = 0;  // the request it holds
   std::atomic<std::uint64_t> unique{0};  // the same while unanswered, else 0: what find() sees
@@ -102,7 +117,9 @@ struct FuseRing::Worker {
   io_uring ring{};
   int wake_fd = -1;
   std::uint64_t wake_count = 0;
+  int kick_fd = -1;
   std::thread thread;
+  std::thread kicker;
   std::mutex mu;  // guards ready
   std::vector<Entry*> ready;  // answered from another thread while parked
 };
@@ -121,7 +138,9 @@ bool FuseRing::prepare() {
     spdlog::warn("FUSE ring: {}: {}", what, std::strerror(err));
     for (auto& w : workers) {
       io_uring_queue_exit(&w->ring);
-      if (w->wake_fd >= 0) ::close(w->wake_fd);
+      for (int fd : {w->wake_fd, w->kick_fd}) {
+        if (fd >= 0) ::close(fd);
+      }
     }
     return false;
   };
@@ -139,19 +158,23 @@ bool FuseRing::prepare() {
       return fail("io_uring_setup", -rc);
     }
     w.wake_fd = ::eventfd(0, EFD_CLOEXEC);
-    if (w.wake_fd < 0) return fail("eventfd", errno);
+    w.kick_fd = ::eventfd(0, EFD_CLOEXEC);
+    if (w.wake_fd < 0 || w.kick_fd < 0) return fail("eventfd", errno);
   }
   workers_ = std::move(workers);
   return true;
 }
 
-void FuseRing::start(int dev_fd, std::size_t max_payload, Dispatch dispatch) {
+void FuseRing::start(int dev_fd, std::size_t max_payload, Dispatch dispatch,
+                     std::string mountpoint) {
   dev_fd_ = dev_fd;
   max_payload_ = max_payload;
   dispatch_ = std::move(dispatch);
+  mountpoint_ = std::move(mountpoint);
   for (auto& w : workers_) {
     Worker* worker = w.get();
     worker->thread = std::thread([this, worker] { run(*worker); });
+    worker->kicker = std::thread([this, worker] { kick(*worker); });
   }
   spdlog::info("FUSE ring: {} queues, one worker each, {} KiB payload per entry",
                workers_.size(), max_payload / 1024);
@@ -160,6 +183,13 @@ void FuseRing::start(int dev_fd, std::size_t max_payload, Dispatch dispatch) {
 void FuseRing::stop() {
   if (workers_.empty()) return;
   stopping_.store(true);
+  // Kickers first: a kick in flight is a request that a worker must still answer.
+  for (auto& w : workers_) {
+    if (w->kicker.joinable()) {
+      ::eventfd_write(w->kick_fd, 1);
+      w->kicker.join();
+    }
+  }
   for (auto& w : workers_) {
     if (w->thread.joinable()) {
       ::eventfd_write(w->wake_fd, 1);
@@ -169,6 +199,7 @@ void FuseRing::stop() {
   for (auto& w : workers_) {
     io_uring_queue_exit(&w->ring);
     ::close(w->wake_fd);
+    ::close(w->kick_fd);
   }
   workers_.clear();
 }
@@ -198,6 +229,15 @@ void prep_command(io_uring* ring, int dev_fd, std::uint32_t op, void* tag, const
   std::memcpy(sqe->cmd, &req, sizeof req);
 }
 
+// A queue serves the requests of its CPU: its threads run there, so that none waits for a
+// wake-up on another CPU. Outside the allowed CPUs (taskset), they run anywhere.
+void pin_to_queue_cpu(unsigned qid) {
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  CPU_SET(qid, &cpus);
+  pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus);
+}
+
 void arm_wake(io_uring* ring, int fd, std::uint64_t* count) {
   io_uring_sqe* sqe = next_sqe(ring);
   io_uring_prep_read(sqe, fd, count, sizeof *count, 0);
@@ -206,19 +246,21 @@ void arm_wake(io_uring* ring, int fd, std::uint64_t* count) {
 
 }  // namespace
 
-FuseRing::Entry* FuseRing::add_entry(Worker& worker) {
-  auto entry = std::make_unique<Entry>();
+void FuseRing::add_entry(Worker& worker) {
+  auto entry = std::make_unique<Entry>(max_payload_);
+  if (entry->buffer == MAP_FAILED) {
+    spdlog::error("FUSE ring: queue {}: no memory for another entry", worker.qid);
+    return;
+  }
   entry->owner = &worker;
-  entry->buffer.reset(new char[kHeadroom + max_payload_]);
   entry->iov[0] = {&entry->header, sizeof entry->header};
-  entry->iov[1] = {entry->buffer.get() + kHeadroom, max_payload_};
+  entry->iov[1] = {entry->buffer + kHeadroom, max_payload_};
   Entry* e = entry.get();
   {
     std::lock_guard lock(entries_mu_);
     entries_.push_back(std::move(entry));
   }
   prep_command(&worker.ring, dev_fd_, kCmdRegister, e, e->iov, 0, worker.qid);
-  return e;
 }
 
 void FuseRing::commit(Worker& worker, Entry& entry) {
@@ -247,7 +289,7 @@ bool FuseRing::reply(const iovec* iov, int count) {
   if (entry == nullptr) return false;
   entry->unique.store(0, std::memory_order_relaxed);
 
-  char* payload = entry->buffer.get() + kHeadroom;
+  char* payload = entry->buffer + kHeadroom;
   std::size_t size = 0;
   for (int i = 1; i < count; ++i) size += iov[i].iov_len;
   if (size > max_payload_) {
@@ -292,7 +334,7 @@ void FuseRing::serve(Worker& worker, Entry& entry) {
     commit(worker, entry);
     return;
   }
-  char* request = entry.buffer.get() + kHeadroom - op - sizeof in;
+  char* request = entry.buffer + kHeadroom - op - sizeof in;
   std::memcpy(request, &in, sizeof in);
   std::memcpy(request + sizeof in, entry.header.op_in, op);
   entry.commit_id = in.unique;
@@ -305,19 +347,30 @@ void FuseRing::serve(Worker& worker, Entry& entry) {
 
   int expected = kServing;
   if (entry.state.compare_exchange_strong(expected, kParked, std::memory_order_acq_rel)) {
-    add_entry(worker);  // the queue must not run dry while this one waits
+    // The queue must not run dry while this entry waits: register another. But a request that
+    // reached the queue while it had no free entry stays queued in the kernel until an answer
+    // is committed there (a registration does not take it up), and the answer this one owes
+    // may depend on it. So have the kicker make a request on this CPU, which the new entry
+    // takes and whose commit takes up the oldest queued one.
+    add_entry(worker);
+    io_uring_submit(&worker.ring);
+    ::eventfd_write(worker.kick_fd, 1);
   } else {
     commit(worker, entry);
   }
 }
 
+void FuseRing::kick(Worker& worker) {
+  pin_to_queue_cpu(worker.qid);
+  eventfd_t kicks;
+  while (::eventfd_read(worker.kick_fd, &kicks) == 0 && !stopping_.load()) {
+    struct statfs fs;
+    ::statfs(mountpoint_.c_str(), &fs);  // the answer does not matter, its commit does
+  }
+}
+
 void FuseRing::run(Worker& worker) {
-  cpu_set_t cpus;
-  CPU_ZERO(&cpus);
-  CPU_SET(worker.qid, &cpus);
-  // A queue serves the requests of its CPU: run there, so that none waits for a wake-up on
-  // another CPU. Outside the allowed CPUs (taskset), run anywhere.
-  pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus);
+  pin_to_queue_cpu(worker.qid);
   // io_uring_enable_rings(), which Debian 12's liburing declares but does not export.
   if (int rc = io_uring_register(worker.ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
       rc < 0) {

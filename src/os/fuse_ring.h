@@ -12,7 +12,7 @@
 // it and hands it to the dispatcher (fuse_session_process_buf); the reply that libfuse then
 // writes reaches FuseChannel::writev, which gives it to reply(). A handler may answer later,
 // from any thread (a pop that waits): its entry is parked until then, and the worker registers
-// a fresh one meanwhile, so a queue never runs dry.
+// a fresh one meanwhile, so a queue never runs dry (see serve() for the kick that goes with it).
 #pragma once
 
 #include <sys/uio.h>
@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 namespace smos::os {
@@ -43,8 +44,9 @@ class FuseRing {
   // /dev/fuse.
   bool prepare();
   // After the INIT reply: starts the workers, which register their entries with the kernel.
-  // The kernel holds every request until each CPU's queue has an entry.
-  void start(int dev_fd, std::size_t max_payload, Dispatch dispatch);
+  // The kernel holds every request until each CPU's queue has an entry. `mountpoint` (an
+  // absolute path) is where a kicker makes a request when it must (see serve()).
+  void start(int dev_fd, std::size_t max_payload, Dispatch dispatch, std::string mountpoint);
   // Stops and joins the workers and closes the rings. Call once the mount is gone.
   void stop();
 
@@ -58,15 +60,17 @@ class FuseRing {
   struct Worker;
 
   void run(Worker& worker);
-  Entry* add_entry(Worker& worker);
+  void add_entry(Worker& worker);
   Entry* find(std::uint64_t unique);
   void commit(Worker& worker, Entry& entry);
   void serve(Worker& worker, Entry& entry);
+  void kick(Worker& worker);
 
   std::vector<std::unique_ptr<Worker>> workers_;
   int dev_fd_ = -1;
   std::size_t max_payload_ = 0;
   Dispatch dispatch_;
+  std::string mountpoint_;
   std::atomic<bool> stopping_{false};
   std::mutex entries_mu_;  // guards entries_ (it only grows)
   std::vector<std::unique_ptr<Entry>> entries_;
