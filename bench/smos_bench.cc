@@ -3,7 +3,7 @@
 // and the target.
 //
 // usage: smos_bench [--smosd PATH] [--quick] [--only W[,W...]] [--memory SIZE] [--timeout SEC]
-//                   [--markdown] [--no-passthrough]
+//                   [--markdown] [--no-passthrough] [--no-io-uring]
 // Exit status: 0 when every workload ran (whatever the numbers), 1 when one failed or smosd
 // misbehaved, 2 for a usage error, 77 when this machine cannot mount FUSE (ctest: skipped).
 //
@@ -23,6 +23,10 @@
 // (keep_cache), and the figure shows it. With FUSE passthrough (the default where the kernel
 // offers it) the mount has no page cache of its own: reads go to the segment's pages, as on
 // tmpfs, and cold == warm there too. --no-passthrough measures the other path.
+//
+// Requests reach smosd through its io_uring where the kernel offers one (the fuse module's
+// enable_uring; scripts/bench.sh turns it on), else through /dev/fuse; --no-io-uring measures
+// the latter on a kernel that offers both. The header line says which path ran.
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -83,6 +87,8 @@ struct Options {
   int timeout_s = 0;  // 0: the mode's default
   bool passthrough = true;  // false: smosd --no-passthrough, to measure the fallback path
   bool passthrough_on = false;  // what smosd logged that the kernel accepted
+  bool ring = true;  // false: smosd --no-io-uring
+  bool ring_on = false;  // what smosd logged
 };
 
 struct Sizes {
@@ -146,7 +152,7 @@ const char* const kWorkloadNames[] = {
   if (message) std::fprintf(stderr, "smos_bench: %s\n", message);
   std::fprintf(stderr,
                "usage: smos_bench [--smosd PATH] [--quick] [--only W[,W...]] [--memory SIZE] "
-               "[--timeout SEC] [--markdown] [--no-passthrough]\n"
+               "[--timeout SEC] [--markdown] [--no-passthrough] [--no-io-uring]\n"
                "  W: 1-9 or push_pop latest metadata large_write large_read mmap segment "
                "concurrency control\n"
                "  --smosd defaults to the smosd next to this binary\n");
@@ -186,6 +192,8 @@ Options parse_options(int argc, char** argv) {
       o.markdown = true;
     } else if (a == "--no-passthrough") {
       o.passthrough = false;
+    } else if (a == "--no-io-uring") {
+      o.ring = false;
     } else if (a == "-h" || a == "--help") {
       usage(nullptr);
     } else if (auto v = value("--smosd")) {
@@ -1203,8 +1211,9 @@ void print_table(const Bench& b, const Options& o, double seconds, const std::st
               o.quick ? "--quick (reduced sizes; not comparable to the targets)" : "default",
               today().c_str(), ::sysconf(_SC_NPROCESSORS_ONLN), u.release, seconds, load0.c_str(),
               load_average().c_str());
-  std::printf("smosd: %s%s (passthrough %s)\n%s", o.smosd.c_str(),
-              o.passthrough ? "" : " --no-passthrough", o.passthrough_on ? "on" : "off",
+  std::printf("smosd: %s%s%s (passthrough %s, requests through %s)\n%s", o.smosd.c_str(),
+              o.passthrough ? "" : " --no-passthrough", o.ring ? "" : " --no-io-uring",
+              o.passthrough_on ? "on" : "off", o.ring_on ? "io_uring" : "/dev/fuse",
               md ? "\n" : "");
   const char* head[] = {"workload", "unit",   "smos med", "smos p99", "tmpfs med", "tmpfs p99",
                         "ratio",    "better", "target",   "result",   "n",         "note"};
@@ -1396,6 +1405,7 @@ std::string start(const Options& o, Mount& m) {
   std::vector<std::string> args = {
       o.smosd, "-f", "--store=" + m.store, "--reset", "--memory=" + o.memory, m.mountpoint};
   if (!o.passthrough) args.insert(args.end() - 1, "--no-passthrough");
+  if (!o.ring) args.insert(args.end() - 1, "--no-io-uring");
   int log = ::open(m.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (log < 0) return "open " + m.log;
   std::fflush(nullptr);
@@ -1505,7 +1515,9 @@ int main(int argc, char** argv) {
   Mount m;
   m.store = "bench" + std::to_string(::getpid());
   std::string err = start(o, m);
-  o.passthrough_on = tail_of_file(m.log, 4000).find("passthrough on") != std::string::npos;
+  const std::string log = tail_of_file(m.log, 4000);
+  o.passthrough_on = log.find("passthrough on") != std::string::npos;
+  o.ring_on = log.find("io_uring on") != std::string::npos;
   int rc = 0;
   if (!err.empty()) {
     std::fprintf(stderr, "smos_bench: %s\n", err.c_str());

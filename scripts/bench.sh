@@ -4,7 +4,7 @@
 #
 # usage: scripts/bench.sh [smos_bench options]     e.g. scripts/bench.sh --quick
 #   Options pass through to smos_bench: --quick, --only W[,W...], --markdown, --memory SIZE,
-#   --timeout SEC. The default size takes under 3 minutes, --quick under 30 seconds.
+#   --timeout SEC, --no-passthrough, --no-io-uring. The default size takes under 3 minutes, --quick under 30 seconds.
 #   SMOS_BUILD_DIR picks the build directory (default build/). Build output goes to stderr, so
 #   stdout is the table alone.
 set -euo pipefail
@@ -26,4 +26,14 @@ if ! grep -q 'smos_bench' CMakeLists.txt && [[ ! -x $bench || bench/smos_bench.c
   "${CXX:-g++}" -std=c++20 -O2 -g -Wall -Wextra -Iinclude bench/smos_bench.cc -o "$bench"
 fi
 
-exec "$bench" --smosd "$dir/smosd" "$@"
+# Requests go through smosd's io_uring only while the fuse module's enable_uring is on (kernel
+# 6.14+, off by default). As root, turn it on for this run and put it back afterwards; pass
+# --no-io-uring to measure /dev/fuse instead.
+ring_param=/sys/module/fuse/parameters/enable_uring
+ring_before=$(cat "$ring_param" 2>/dev/null || true)
+if [[ $ring_before == N && -w $ring_param ]]; then
+  trap 'echo N >"$ring_param"' EXIT
+  echo 1 >"$ring_param"
+fi
+
+"$bench" --smosd "$dir/smosd" "$@"
