@@ -37,6 +37,8 @@ Serve a shared-memory object store as a filesystem. See smosd(8) and smos(7).
   --max-entries=N        entry table size, fixed at creation (default 16384)
   --reset                discard any existing store of this name
   --no-passthrough       never let the kernel serve reads from slot files itself
+  --passthrough-min-size=SIZE
+                         read smaller entries through the daemon (default 64K)
   --no-io-uring          take requests from /dev/fuse even where the kernel offers io_uring
   -o OPT[,OPT...]        FUSE mount options, e.g. allow_other
   -h, --help             this text
@@ -76,7 +78,7 @@ std::uint64_t default_memory_budget() {
 
 Options parse_options(int argc, char** argv) {
   enum { kLogLevel = 256, kStore, kCapacity, kBlockSize, kMemory, kMaxObjects, kMaxEntries, kReset,
-         kNoPassthrough, kNoIoUring };
+         kNoPassthrough, kPassthroughMinSize, kNoIoUring };
   static const option long_options[] = {
       {"log-level", required_argument, nullptr, kLogLevel},
       {"store", required_argument, nullptr, kStore},
@@ -87,6 +89,7 @@ Options parse_options(int argc, char** argv) {
       {"max-entries", required_argument, nullptr, kMaxEntries},
       {"reset", no_argument, nullptr, kReset},
       {"no-passthrough", no_argument, nullptr, kNoPassthrough},
+      {"passthrough-min-size", required_argument, nullptr, kPassthroughMinSize},
       {"no-io-uring", no_argument, nullptr, kNoIoUring},
       {"help", no_argument, nullptr, 'h'},
       {"version", no_argument, nullptr, 'V'},
@@ -124,6 +127,12 @@ Options parse_options(int argc, char** argv) {
       case kMaxEntries: opts.store.max_entries = positive("--max-entries", smos::parse_count(optarg), 1u << 24); break;
       case kReset: opts.store.reset = true; break;
       case kNoPassthrough: opts.passthrough = false; break;
+      case kPassthroughMinSize: {
+        std::optional<std::uint64_t> v = smos::parse_size(optarg);
+        if (!v) usage_error(std::string("bad value for --passthrough-min-size: '") + optarg + "'");
+        opts.store.passthrough_min_size = *v;
+        break;
+      }
       case kNoIoUring: opts.io_uring = false; break;
       case 'h': std::fputs(kUsage, stdout); std::exit(0);
       case 'V': std::puts("smosd 0.1.0"); std::exit(0);

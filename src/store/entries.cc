@@ -234,6 +234,7 @@ void Store::set_backing_files(BackingFiles* files) {
 }
 
 int Store::backing_of(std::uint32_t e) {
+  if (ent(e).size < options_.passthrough_min_size) return 0;
   EntryRt& rt = entry_rt_[e];
   if (rt.backing_id == 0 && backing_ != nullptr) {
     const int id = backing_->open(rt.segment.fd());

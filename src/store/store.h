@@ -47,6 +47,11 @@ struct StoreOptions {
   std::uint64_t max_objects = 1024;  // used only when the store is created
   std::uint64_t max_entries = 16384;  // likewise
   bool reset = false;
+  // Entries smaller than this are read through the daemon, never by passthrough: a first
+  // passthrough open registers the slot file, and freeing the entry then gives the slot a new
+  // file. For a small entry that costs more (some 15 us a push and pop) than the one read
+  // request it saves.
+  std::uint64_t passthrough_min_size = 64 * 1024;
 };
 
 struct Attr {
@@ -310,7 +315,8 @@ class Store {
   void free_entry(std::uint32_t e);
   int sync_segment_owner(std::uint32_t e);
   std::uint64_t new_fh(std::uint32_t e, bool writable, Ino ticket = 0, int backing_id = 0);
-  // The entry's backing file id for a passthrough open, or 0 if there is none to be had.
+  // The entry's backing file id for a passthrough open, or 0 if there is none to be had (or
+  // the entry is too small to be worth one).
   int backing_of(std::uint32_t e);
   int entry_of_handle(std::uint64_t fh, const Handle** out) const;
 

@@ -98,7 +98,8 @@ struct SlotFile {
 class PassthroughTest : public MountTest, public ::testing::WithParamInterface<bool> {
  protected:
   std::vector<std::string> DaemonArgs() const override {
-    std::vector<std::string> args = {"--log-level=debug"};
+    // Every entry is big enough for passthrough here (see SmallEntriesAreReadThroughTheDaemon).
+    std::vector<std::string> args = {"--log-level=debug", "--passthrough-min-size=0"};
     if (!passthrough()) args.push_back("--no-passthrough");
     return args;
   }
@@ -246,6 +247,36 @@ TEST_P(PassthroughTest, OnlyWithPassthroughDoReadersGetABackingFile) {
   EXPECT_TRUE(ReadFd(b.get()) == bytes);
   EXPECT_EQ(GetXattr(e, xattr::kReaders), "2");
   EXPECT_EQ(GetXattr(e, xattr::kState), "busy");
+}
+
+// By default (--passthrough-min-size=64K) an entry under 64 KiB is read through the daemon,
+// popped or not, and one of 64 KiB is not.
+class SmallEntryTest : public PassthroughTest {
+ protected:
+  std::vector<std::string> DaemonArgs() const override { return {"--log-level=debug"}; }
+};
+
+INSTANTIATE_TEST_SUITE_P(Default, SmallEntryTest, ::testing::Values(true), ModeName);
+
+TEST_P(SmallEntryTest, SmallEntriesAreReadThroughTheDaemon) {
+  const std::string small = Pattern(64 * 1024 - 1, 1);
+  const std::string big = Pattern(64 * 1024, 2);
+  ASSERT_EQ(Commit(obj_ + "/small", small), kOk);
+  ASSERT_EQ(Commit(obj_ + "/big", big), kOk);
+  int before = BackingReplies();
+  EXPECT_TRUE(ReadFile(obj_ + "/small") == small);
+  EXPECT_EQ(BackingReplies(), before);
+  EXPECT_TRUE(ReadFile(obj_ + "/big") == big);
+  EXPECT_EQ(BackingReplies(), before + 1);
+
+  const std::string queue = MakeObject("queue");
+  ASSERT_EQ(WriteFile(queue + "/" + control::kPush, small), kOk);
+  ASSERT_EQ(WriteFile(queue + "/" + control::kPush, big), kOk);
+  before = BackingReplies();
+  EXPECT_TRUE(ReadFile(queue + "/" + control::kPop) == small);
+  EXPECT_EQ(BackingReplies(), before);
+  EXPECT_TRUE(ReadFile(queue + "/" + control::kPop) == big);
+  EXPECT_EQ(BackingReplies(), before + 1);
 }
 
 // With passthrough, a mapping through the mount is the slot file's own memory: a change made to

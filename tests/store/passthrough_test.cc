@@ -28,6 +28,12 @@ class FakeBackingFiles : public Store::BackingFiles {
 
 class StorePassthroughTest : public StoreTest {
  protected:
+  // Every entry is big enough here, but in SmallEntriesAreReadThroughTheDaemon.
+  StoreOptions Options() const override {
+    StoreOptions o = StoreTest::Options();
+    o.passthrough_min_size = 0;
+    return o;
+  }
   void SetUp() override {
     StoreTest::SetUp();
     store().set_backing_files(&backing_);
@@ -58,6 +64,36 @@ TEST_F(StorePassthroughTest, ReadersOfACommittedEntryShareItsBackingFile) {
   ASSERT_EQ(store().release(b.fh), 0);
   ASSERT_EQ(store().unlink(obj, "e", Me()), 0);
   EXPECT_TRUE(backing_.registered.empty()) << "unregistered when the entry is freed";
+}
+
+class StoreSmallPassthroughTest : public StorePassthroughTest {
+ protected:
+  StoreOptions Options() const override {
+    StoreOptions o = StoreTest::Options();
+    o.passthrough_min_size = 8;
+    return o;
+  }
+};
+
+TEST_F(StoreSmallPassthroughTest, SmallEntriesAreReadThroughTheDaemon) {
+  Ino obj = MakeObject("o");
+  const Ino small = Put(obj, "small", "1234567");  // 7 bytes: below the minimum of 8
+  const Ino big = Put(obj, "big", "12345678");
+  OpenFile a, b;
+  ASSERT_EQ(store().open(small, O_RDONLY, Other(), &a), 0);
+  ASSERT_EQ(store().open(big, O_RDONLY, Other(), &b), 0);
+  EXPECT_EQ(a.backing_id, 0);
+  EXPECT_GT(b.backing_id, 0);
+  EXPECT_EQ(backing_.registered.size(), 1u);
+  ASSERT_EQ(store().release(a.fh), 0);
+  ASSERT_EQ(store().release(b.fh), 0);
+  // Pops likewise: the small one is popped first, and without a backing file.
+  Attr attr;
+  ASSERT_EQ(store().lookup(obj, control::kPop, Other(), &attr), 0);
+  ASSERT_EQ(store().open(attr.ino, O_RDONLY, Other(), &a), 0);
+  EXPECT_EQ(a.backing_id, 0);
+  EXPECT_TRUE(a.direct_io) << "a pop without a backing file reads direct";
+  ASSERT_EQ(store().release(a.fh), 0);
 }
 
 TEST_F(StorePassthroughTest, WritersNeverGetOneAndKeepReadersOffIt) {
