@@ -9,9 +9,9 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <algorithm>
 #include <cstring>
 #include <thread>
 
@@ -108,7 +108,7 @@ struct FuseRing::Entry {
   char* const buffer;
   iovec iov[2]{};
   std::uint64_t commit_id = 0;  // the request it holds
-  std::atomic<std::uint64_t> unique{0};  // the same while unanswered, else 0: what find() sees
+  std::atomic<std::uint64_t> unique{0};  // the same while unanswered, else 0: what reply() looks for
   std::atomic<int> state{kWaiting};
 };
 
@@ -171,6 +171,7 @@ void FuseRing::start(int dev_fd, std::size_t max_payload, Dispatch dispatch,
   max_payload_ = max_payload;
   dispatch_ = std::move(dispatch);
   mountpoint_ = std::move(mountpoint);
+  running_.store(true, std::memory_order_release);
   for (auto& w : workers_) {
     Worker* worker = w.get();
     worker->thread = std::thread([this, worker] { run(*worker); });
@@ -181,8 +182,12 @@ void FuseRing::start(int dev_fd, std::size_t max_payload, Dispatch dispatch,
 }
 
 void FuseRing::stop() {
-  if (workers_.empty()) return;
-  stopping_.store(true);
+  if (stopped_ || workers_.empty()) return;
+  stopped_ = true;
+  {
+    std::lock_guard lock(entries_mu_);
+    running_.store(false, std::memory_order_release);
+  }
   // Kickers first: a kick in flight is a request that a worker must still answer.
   for (auto& w : workers_) {
     if (w->kicker.joinable()) {
@@ -196,12 +201,13 @@ void FuseRing::stop() {
       w->thread.join();
     }
   }
+  // Closing a ring cancels its registrations. The entries stay until this object goes: the
+  // kernel writes into them only from a worker's thread, and those are gone.
   for (auto& w : workers_) {
     io_uring_queue_exit(&w->ring);
     ::close(w->wake_fd);
     ::close(w->kick_fd);
   }
-  workers_.clear();
 }
 
 namespace {
@@ -269,27 +275,10 @@ void FuseRing::commit(Worker& worker, Entry& entry) {
                worker.qid);
 }
 
-FuseRing::Entry* FuseRing::find(std::uint64_t unique) {
-  if (Entry* e = serving_; e != nullptr && e->unique.load(std::memory_order_relaxed) == unique) {
-    return e;
-  }
-  std::lock_guard lock(entries_mu_);
-  for (auto& e : entries_) {
-    if (e->unique.load(std::memory_order_acquire) == unique) return e.get();
-  }
-  return nullptr;
-}
-
-bool FuseRing::reply(const iovec* iov, int count) {
-  if (workers_.empty() || count < 1 || iov[0].iov_len != sizeof(fuse_out_header)) return false;
-  fuse_out_header out;
-  std::memcpy(&out, iov[0].iov_base, sizeof out);
-  if (out.unique == 0) return false;  // a notification: /dev/fuse only
-  Entry* entry = find(out.unique);
-  if (entry == nullptr) return false;
-  entry->unique.store(0, std::memory_order_relaxed);
-
-  char* payload = entry->buffer + kHeadroom;
+// Copies a reply (fuse_out_header, then its payload) into the entry of the request it answers.
+void FuseRing::fill(Entry& entry, fuse_out_header out, const iovec* iov, int count) {
+  entry.unique.store(0, std::memory_order_relaxed);
+  char* payload = entry.buffer + kHeadroom;
   std::size_t size = 0;
   for (int i = 1; i < count; ++i) size += iov[i].iov_len;
   if (size > max_payload_) {
@@ -300,19 +289,45 @@ bool FuseRing::reply(const iovec* iov, int count) {
   } else {
     std::size_t at = 0;
     for (int i = 1; i < count; ++i) {
-      if (iov[i].iov_base != payload + at) std::memcpy(payload + at, iov[i].iov_base, iov[i].iov_len);
+      if (iov[i].iov_base != payload + at) {
+        std::memcpy(payload + at, iov[i].iov_base, iov[i].iov_len);
+      }
       at += iov[i].iov_len;
     }
   }
   out.len = static_cast<std::uint32_t>(sizeof out + size);
-  std::memcpy(entry->header.in_out, &out, sizeof out);
-  entry->header.ring_ent_in_out.payload_sz = static_cast<std::uint32_t>(size);
+  std::memcpy(entry.header.in_out, &out, sizeof out);
+  entry.header.ring_ent_in_out.payload_sz = static_cast<std::uint32_t>(size);
+}
 
-  if (entry->state.exchange(kReplied, std::memory_order_acq_rel) == kParked) {
-    Worker& owner = *entry->owner;
+bool FuseRing::reply(const iovec* iov, int count) {
+  if (!running_.load(std::memory_order_acquire) || count < 1 ||
+      iov[0].iov_len != sizeof(fuse_out_header)) {
+    return false;
+  }
+  fuse_out_header out;
+  std::memcpy(&out, iov[0].iov_base, sizeof out);
+  if (out.unique == 0) return false;  // a notification: /dev/fuse only
+  // The common case: the handler answers on the worker's own thread, which commits it once
+  // the dispatcher returns.
+  if (Entry* e = serving_; e != nullptr && e->unique.load(std::memory_order_relaxed) == out.unique) {
+    fill(*e, out, iov, count);
+    e->state.store(kReplied, std::memory_order_release);
+    return true;
+  }
+  std::lock_guard lock(entries_mu_);  // also keeps stop() from closing what this uses
+  if (!running_.load(std::memory_order_relaxed)) return false;
+  auto it = std::find_if(entries_.begin(), entries_.end(), [&](const auto& e) {
+    return e->unique.load(std::memory_order_acquire) == out.unique;
+  });
+  if (it == entries_.end()) return false;  // a request that came through /dev/fuse
+  Entry& entry = **it;
+  fill(entry, out, iov, count);
+  if (entry.state.exchange(kReplied, std::memory_order_acq_rel) == kParked) {
+    Worker& owner = *entry.owner;
     {
-      std::lock_guard lock(owner.mu);
-      owner.ready.push_back(entry);
+      std::lock_guard ready_lock(owner.mu);
+      owner.ready.push_back(&entry);
     }
     ::eventfd_write(owner.wake_fd, 1);
   }
@@ -363,7 +378,7 @@ void FuseRing::serve(Worker& worker, Entry& entry) {
 void FuseRing::kick(Worker& worker) {
   pin_to_queue_cpu(worker.qid);
   eventfd_t kicks;
-  while (::eventfd_read(worker.kick_fd, &kicks) == 0 && !stopping_.load()) {
+  while (::eventfd_read(worker.kick_fd, &kicks) == 0 && running_.load()) {
     struct statfs fs;
     ::statfs(mountpoint_.c_str(), &fs);  // the answer does not matter, its commit does
   }
@@ -379,7 +394,7 @@ void FuseRing::run(Worker& worker) {
   }
   arm_wake(&worker.ring, worker.wake_fd, &worker.wake_count);
   add_entry(worker);
-  while (!stopping_.load(std::memory_order_relaxed)) {
+  while (running_.load(std::memory_order_relaxed)) {
     const int rc = io_uring_submit_and_wait(&worker.ring, 1);
     if (rc < 0 && rc != -EINTR) {
       spdlog::error("FUSE ring: queue {}: io_uring_enter: {}", worker.qid, std::strerror(-rc));
@@ -397,7 +412,7 @@ void FuseRing::run(Worker& worker) {
           ready.swap(worker.ready);
         }
         for (Entry* e : ready) commit(worker, *e);
-        if (!stopping_.load(std::memory_order_relaxed)) {
+        if (running_.load(std::memory_order_relaxed)) {
           arm_wake(&worker.ring, worker.wake_fd, &worker.wake_count);
         }
         continue;

@@ -15,6 +15,7 @@
 // a fresh one meanwhile, so a queue never runs dry (see serve() for the kick that goes with it).
 #pragma once
 
+#include <linux/fuse.h>
 #include <sys/uio.h>
 
 #include <atomic>
@@ -50,6 +51,7 @@ class FuseRing {
   // Stops and joins the workers and closes the rings. Call once the mount is gone.
   void stop();
 
+  // prepare() succeeded (and stays true).
   bool prepared() const { return !workers_.empty(); }
   // Sends a reply (fuse_out_header, then its payload) through the entry of the request it
   // answers, and returns true; false if no ring request has that unique (nothing is done).
@@ -61,7 +63,7 @@ class FuseRing {
 
   void run(Worker& worker);
   void add_entry(Worker& worker);
-  Entry* find(std::uint64_t unique);
+  void fill(Entry& entry, fuse_out_header out, const iovec* iov, int count);
   void commit(Worker& worker, Entry& entry);
   void serve(Worker& worker, Entry& entry);
   void kick(Worker& worker);
@@ -71,7 +73,8 @@ class FuseRing {
   std::size_t max_payload_ = 0;
   Dispatch dispatch_;
   std::string mountpoint_;
-  std::atomic<bool> stopping_{false};
+  std::atomic<bool> running_{false};  // between start() and stop()
+  bool stopped_ = false;
   std::mutex entries_mu_;  // guards entries_ (it only grows)
   std::vector<std::unique_ptr<Entry>> entries_;
   static thread_local Entry* serving_;  // the entry whose request this thread dispatches
