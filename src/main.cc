@@ -245,11 +245,12 @@ int serve(const Options& opts, smos::Store& store) {
       const int stopped = fuse_session_loop_mt(se, loop);
       rc = stopped == 0 || stopped == SIGINT || stopped == SIGTERM || stopped == SIGHUP ? 0 : 1;
       fuse_loop_cfg_destroy(loop);
+      // The ring's workers serve until the mount is gone.
+      fuse_session_unmount(se);
+      context.channel.stop_ring();
       store.set_name_listener(nullptr);
       store.set_backing_files(nullptr);
       context.notifier = nullptr;
-      fuse_session_unmount(se);
-      context.channel.stop_ring();
       spdlog::info("unmounted {}", opts.mountpoint);
     } else {
       spdlog::error("cannot mount on {}", opts.mountpoint);

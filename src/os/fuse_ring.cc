@@ -57,7 +57,11 @@ constexpr std::size_t kHeadroom = 256;
 static_assert(kHeadroom >= sizeof(fuse_in_header) + sizeof(ReqHeader::op_in));
 
 constexpr std::uint64_t kWakeTag = 0;  // user_data of the read of a worker's eventfd
+// A worker submits a few commands at a time, but every registered entry and the eventfd read
+// may complete at once: the completion queue holds that many, with room for thousands of
+// parked pops.
 constexpr unsigned kRingDepth = 64;
+constexpr unsigned kCompletionDepth = 4096;
 
 enum State : int {
   kWaiting,  // registered, or committed: the kernel may fill it
@@ -152,7 +156,8 @@ bool FuseRing::prepare() {
     // One thread submits to each ring, and runs its completions when it waits; the ring is
     // enabled from that thread (see run).
     params.flags = IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
-                   IORING_SETUP_R_DISABLED;
+                   IORING_SETUP_R_DISABLED | IORING_SETUP_CQSIZE;
+    params.cq_entries = kCompletionDepth;
     if (int rc = io_uring_queue_init_params(kRingDepth, &w.ring, &params); rc < 0) {
       workers.pop_back();  // nothing of its ring to undo
       return fail("io_uring_setup", -rc);

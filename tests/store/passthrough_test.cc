@@ -28,10 +28,11 @@ class FakeBackingFiles : public Store::BackingFiles {
 
 class StorePassthroughTest : public StoreTest {
  protected:
-  // Every entry is big enough here, but in SmallEntriesAreReadThroughTheDaemon.
+  // Every entry is big enough for passthrough, but in StoreSmallPassthroughTest.
+  virtual std::uint64_t MinSize() const { return 0; }
   StoreOptions Options() const override {
     StoreOptions o = StoreTest::Options();
-    o.passthrough_min_size = 0;
+    o.passthrough_min_size = MinSize();
     return o;
   }
   void SetUp() override {
@@ -68,11 +69,7 @@ TEST_F(StorePassthroughTest, ReadersOfACommittedEntryShareItsBackingFile) {
 
 class StoreSmallPassthroughTest : public StorePassthroughTest {
  protected:
-  StoreOptions Options() const override {
-    StoreOptions o = StoreTest::Options();
-    o.passthrough_min_size = 8;
-    return o;
-  }
+  std::uint64_t MinSize() const override { return 8; }
 };
 
 TEST_F(StoreSmallPassthroughTest, SmallEntriesAreReadThroughTheDaemon) {
