@@ -4,6 +4,7 @@
 #include <linux/fuse.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/statfs.h>
@@ -257,11 +258,11 @@ void arm_wake(io_uring* ring, int fd, std::uint64_t* count) {
 
 }  // namespace
 
-void FuseRing::add_entry(Worker& worker) {
+bool FuseRing::add_entry(Worker& worker) {
   auto entry = std::make_unique<Entry>(max_payload_);
   if (entry->buffer == MAP_FAILED) {
     spdlog::error("FUSE ring: queue {}: no memory for another entry", worker.qid);
-    return;
+    return false;
   }
   entry->owner = &worker;
   entry->iov[0] = {&entry->header, sizeof entry->header};
@@ -272,6 +273,7 @@ void FuseRing::add_entry(Worker& worker) {
     entries_.push_back(std::move(entry));
   }
   prep_command(&worker.ring, dev_fd_, kCmdRegister, e, e->iov, 0, worker.qid);
+  return true;
 }
 
 void FuseRing::commit(Worker& worker, Entry& entry) {
@@ -389,22 +391,28 @@ void FuseRing::kick(Worker& worker) {
   }
 }
 
+// A queue that nobody serves holds its CPU's requests for good: stop the daemon instead, which
+// unmounts and lets the kernel fail them.
+void FuseRing::give_up(const Worker& worker, const char* what, int err) {
+  spdlog::error("FUSE ring: queue {}: {}: {}; stopping, as that CPU's requests would wait forever "
+                "(smosd --no-io-uring serves through /dev/fuse)",
+                worker.qid, what, std::strerror(err));
+  ::kill(::getpid(), SIGTERM);
+}
+
 void FuseRing::run(Worker& worker) {
   pin_to_queue_cpu(worker.qid);
   // io_uring_enable_rings(), which Debian 12's liburing declares but does not export.
   if (int rc = io_uring_register(worker.ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
       rc < 0) {
-    spdlog::error("FUSE ring: enabling queue {}: {}", worker.qid, std::strerror(-rc));
-    return;
+    return give_up(worker, "enabling the ring", -rc);
   }
   arm_wake(&worker.ring, worker.wake_fd, &worker.wake_count);
-  add_entry(worker);
+  if (!add_entry(worker)) return give_up(worker, "the first entry", ENOMEM);
+  bool served = false;  // until then, a failed registration leaves the queue without an entry
   while (running_.load(std::memory_order_relaxed)) {
     const int rc = io_uring_submit_and_wait(&worker.ring, 1);
-    if (rc < 0 && rc != -EINTR) {
-      spdlog::error("FUSE ring: queue {}: io_uring_enter: {}", worker.qid, std::strerror(-rc));
-      break;
-    }
+    if (rc < 0 && rc != -EINTR) return give_up(worker, "io_uring_enter", -rc);
     io_uring_cqe* cqe;
     while (io_uring_peek_cqe(&worker.ring, &cqe) == 0) {
       const std::uint64_t tag = cqe->user_data;
@@ -422,15 +430,14 @@ void FuseRing::run(Worker& worker) {
         }
         continue;
       }
-      Entry* entry = reinterpret_cast<Entry*>(tag);
+      if (res == -ENOTCONN || res == -ECANCELED) continue;  // the connection is going away
       if (res < 0) {
-        // ENOTCONN, ECANCELED: the connection is going away, and the entry with it.
-        if (res != -ENOTCONN && res != -ECANCELED) {
-          spdlog::error("FUSE ring: queue {}: {}", worker.qid, std::strerror(-res));
-        }
+        if (!served) return give_up(worker, "registering", -res);
+        spdlog::error("FUSE ring: queue {}: {}", worker.qid, std::strerror(-res));
         continue;
       }
-      serve(worker, *entry);
+      served = true;
+      serve(worker, *reinterpret_cast<Entry*>(tag));
     }
   }
 }

@@ -62,11 +62,12 @@ class FuseRing {
   struct Worker;
 
   void run(Worker& worker);
-  void add_entry(Worker& worker);
+  bool add_entry(Worker& worker);  // false (logged) if out of memory
   void fill(Entry& entry, fuse_out_header out, const iovec* iov, int count);
   void commit(Worker& worker, Entry& entry);
   void serve(Worker& worker, Entry& entry);
   void kick(Worker& worker);
+  void give_up(const Worker& worker, const char* what, int err);
 
   std::vector<std::unique_ptr<Worker>> workers_;
   int dev_fd_ = -1;
