@@ -76,7 +76,7 @@ class FuseRing {
   std::string mountpoint_;
   std::atomic<bool> running_{false};  // between start() and stop()
   bool stopped_ = false;
-  std::mutex entries_mu_;  // guards entries_ (it only grows)
+  std::mutex entries_mu_;  // guards entries_ (it only grows); orders stop() against replies
   std::vector<std::unique_ptr<Entry>> entries_;
   static thread_local Entry* serving_;  // the entry whose request this thread dispatches
 };
