@@ -811,32 +811,40 @@ void renew_big(Bench& b, const Side& s) {
   write_pattern_file(s.path("big/e"), b.z.big, buf);
 }
 
-void workload_large_read(Bench& b) {
-  ensure_big(b);
-  Buffer buf(kIoSize);
-  auto read_big = [&](const Side& s) { return read_pattern_file(s.path("big/e"), b.z.big, buf); };
-  Line cold = new_line("5 read cold " + size_name(b.z.big), ">=0.5x", 0.5);
+// The cold and the warm line of workloads 5 and 6. `touch` goes through the whole large entry
+// of a side and returns the seconds it took.
+void measure_cold_and_warm(Bench& b, Line cold, Line warm,
+                           const std::function<double(const Side&)>& touch) {
+  const double bytes = static_cast<double>(b.z.big);
   measure_throughput(
       b, cold, b.z.reps,
       [&](const Side& s) {
         drop_cache(b, s, s.path("big/e"), b.z.big);
-        return Timed{static_cast<double>(b.z.big), read_big(s)};
+        return Timed{bytes, touch(s)};
       },
       true, [&](const Side& s) { renew_big(b, s); });
-  cold.note = "tmpfs cold == warm";
   b.lines.push_back(cold);
 
-  Line warm = new_line("5 read warm " + size_name(b.z.big), ">=0.9x", 0.9);
-  for (const Side& s : b.sides) read_big(s);
+  for (const Side& s : b.sides) touch(s);
   measure_throughput(
-      b, warm, b.z.reps,
-      [&](const Side& s) { return Timed{static_cast<double>(b.z.big), read_big(s)}; }, true,
+      b, warm, b.z.reps, [&](const Side& s) { return Timed{bytes, touch(s)}; }, true,
       [&](const Side& s) {
         renew_big(b, s);
-        read_big(s);
+        touch(s);
       });
-  warm.note = "a new open after a full read";
   b.lines.push_back(warm);
+}
+
+void workload_large_read(Bench& b) {
+  ensure_big(b);
+  Buffer buf(kIoSize);
+  Line cold = new_line("5 read cold " + size_name(b.z.big), ">=0.5x", 0.5);
+  cold.note = "tmpfs cold == warm";
+  Line warm = new_line("5 read warm " + size_name(b.z.big), ">=0.9x", 0.9);
+  warm.note = "a new open after a full read";
+  measure_cold_and_warm(b, cold, warm, [&](const Side& s) {
+    return read_pattern_file(s.path("big/e"), b.z.big, buf);
+  });
 }
 
 // Maps a file read-only, sums every word, and checks the sum; returns seconds from the open
@@ -859,29 +867,13 @@ double mmap_touch(const std::string& path, std::size_t size, std::uint64_t want)
 void workload_mmap(Bench& b) {
   ensure_big(b);
   const std::uint64_t want = expected_sum(b.z.big);
-  auto touch_big = [&](const Side& s) { return mmap_touch(s.path("big/e"), b.z.big, want); };
   Line cold = new_line("6 mmap cold " + size_name(b.z.big));
-  measure_throughput(
-      b, cold, b.z.reps,
-      [&](const Side& s) {
-        drop_cache(b, s, s.path("big/e"), b.z.big);
-        return Timed{static_cast<double>(b.z.big), touch_big(s)};
-      },
-      true, [&](const Side& s) { renew_big(b, s); });
   cold.note = "no target; tmpfs cold == warm";
-  b.lines.push_back(cold);
-
   Line warm = new_line("6 mmap warm " + size_name(b.z.big), ">=0.9x", 0.9);
-  for (const Side& s : b.sides) touch_big(s);
-  measure_throughput(
-      b, warm, b.z.reps,
-      [&](const Side& s) { return Timed{static_cast<double>(b.z.big), touch_big(s)}; }, true,
-      [&](const Side& s) {
-        renew_big(b, s);
-        touch_big(s);
-      });
   warm.note = "a new open and mapping after a full touch";
-  b.lines.push_back(warm);
+  measure_cold_and_warm(b, cold, warm, [&](const Side& s) {
+    return mmap_touch(s.path("big/e"), b.z.big, want);
+  });
 }
 
 void workload_segment(Bench& b) {
