@@ -75,6 +75,13 @@ std::string MappingMismatch(const Mapping& map, const std::string& bytes) {
   return "the checking child ended with status " + std::to_string(status);
 }
 
+// The same for a fresh shared mapping of fd, unmapped afterwards.
+std::string MappedMismatch(int fd, const std::string& bytes) {
+  Mapping map(fd, bytes.size());
+  if (!map.ok()) return "mmap: " + std::string(std::strerror(errno));
+  return MappingMismatch(map, bytes);
+}
+
 // Everything read(2) gives from fd's current offset on, in reads of an odd size.
 Text ReadSequentially(int fd) {
   Text text;
@@ -616,11 +623,7 @@ void PassthroughTest::ReadWhileTheWriterIsOpen(bool writer_maps) {
   EXPECT_EQ(BackingReplies(), before) << "a reader got passthrough while the writer is open";
   EXPECT_TRUE(ReadSequentially(a.get()) == bytes);
   EXPECT_TRUE(ReadFd(b.get()) == bytes);
-  {
-    Mapping map(a.get(), bytes.size());
-    ASSERT_TRUE(map.ok()) << LastErr();
-    EXPECT_EQ(MappingMismatch(map, bytes), "");
-  }
+  EXPECT_EQ(MappedMismatch(a.get(), bytes), "");
   Child other([&](Channel&) { return ReadFile(e) == bytes ? 0 : ChildFail("read " + e); });
   EXPECT_EQ(other.Join(), 0);
 
@@ -633,11 +636,7 @@ void PassthroughTest::ReadWhileTheWriterIsOpen(bool writer_maps) {
   ASSERT_TRUE(c.ok()) << LastErr();
   EXPECT_EQ(BackingReplies(), before) << "passthrough mixed with readers on the page cache";
   EXPECT_TRUE(ReadFd(c.get()) == bytes);
-  {
-    Mapping map(c.get(), bytes.size());
-    ASSERT_TRUE(map.ok()) << LastErr();
-    EXPECT_EQ(MappingMismatch(map, bytes), "");
-  }
+  EXPECT_EQ(MappedMismatch(c.get(), bytes), "");
   EXPECT_TRUE(ReadFd(a.get()) == bytes);
 
   // All of them gone: new readers work, by passthrough if it is on.
@@ -657,9 +656,7 @@ void PassthroughTest::ReadWhileTheWriterIsOpen(bool writer_maps) {
   EXPECT_EQ(BackingReplies() - before_f, Expected(1));
   EXPECT_TRUE(ReadSequentially(d.get()) == bytes);
   EXPECT_TRUE(ReadFd(f.get()) == bytes);
-  Mapping map(d.get(), bytes.size());
-  ASSERT_TRUE(map.ok()) << LastErr();
-  EXPECT_EQ(MappingMismatch(map, bytes), "");
+  EXPECT_EQ(MappedMismatch(d.get(), bytes), "");
   // Another process, by name, while these are open.
   Child reader([&](Channel&) { return ReadFile(e) == bytes ? 0 : ChildFail("read " + e); });
   EXPECT_EQ(reader.Join(), 0);
@@ -719,11 +716,7 @@ TEST_P(PassthroughTest, AReplaceLeavesTheOldVersionToItsReaderAndTheNewOneToNewO
   ASSERT_EQ(ErrOf(::fstat(new_reader.get(), &st)), kOk);
   EXPECT_EQ(static_cast<std::size_t>(st.st_size), new_bytes.size());
   EXPECT_TRUE(ReadSequentially(new_reader.get()) == new_bytes);
-  {
-    Mapping map(new_reader.get(), new_bytes.size());
-    ASSERT_TRUE(map.ok()) << LastErr();
-    EXPECT_EQ(MappingMismatch(map, new_bytes), "");
-  }
+  EXPECT_EQ(MappedMismatch(new_reader.get(), new_bytes), "");
   Child other([&](Channel&) { return ReadFile(e) == new_bytes ? 0 : ChildFail("read " + e); });
   EXPECT_EQ(other.Join(), 0);
   EXPECT_TRUE(ReadFd(old_reader.get()) == old_bytes);
