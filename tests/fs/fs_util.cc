@@ -241,7 +241,7 @@ Space StatSpace(const std::string& path) {
   if (::statfs(path.c_str(), &st) != 0) return Space{Err(errno)};
   std::uint64_t unit = st.f_frsize ? st.f_frsize : st.f_bsize;
   return Space{kOk, st.f_blocks * unit, (st.f_blocks - st.f_bfree) * unit,
-               static_cast<long>(st.f_type)};
+               static_cast<long>(st.f_type), st.f_files - st.f_ffree};
 }
 
 }  // namespace smos::test

@@ -128,12 +128,14 @@ std::uint64_t Checksum(std::string_view data);
 bool Eventually(const std::function<bool()>& pred,
                 std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
-// statfs(2) of path in bytes: the size and use of the filesystem, and its magic number.
+// statfs(2) of path: the size and use of the filesystem in bytes, its magic number, and the
+// entry records in use (in any state: an empty entry uses no bytes but still a record).
 struct Space {
   Err err;
   std::uint64_t total = 0;
   std::uint64_t used = 0;
   long type = 0;
+  std::uint64_t entries = 0;
 };
 Space StatSpace(const std::string& path);
 
