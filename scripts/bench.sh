@@ -12,19 +12,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 dir=${SMOS_BUILD_DIR:-build}
 
-if [[ -x scripts/build.sh ]]; then
-  scripts/build.sh "$dir" >&2
-else
-  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo >&2
-  cmake --build "$dir" -j "$(nproc)" >&2
-fi
-
-bench=$dir/smos_bench
-# Until smos_bench is a CMake target, build it by hand (when its source is newer).
-if ! grep -q 'smos_bench' CMakeLists.txt && [[ ! -x $bench || bench/smos_bench.cc -nt $bench ]]; then
-  echo "bench.sh: building $bench" >&2
-  "${CXX:-g++}" -std=c++20 -O2 -g -Wall -Wextra -Iinclude bench/smos_bench.cc -o "$bench"
-fi
+scripts/build.sh "$dir" >&2
 
 # Requests go through smosd's io_uring only while the fuse module's enable_uring is on (kernel
 # 6.14+, off by default). As root, turn it on for this run and put it back afterwards; pass
@@ -36,4 +24,4 @@ if [[ $ring_before == N && -w $ring_param ]]; then
   echo 1 >"$ring_param"
 fi
 
-"$bench" --smosd "$dir/smosd" "$@"
+"$dir/smos_bench" --smosd "$dir/smosd" "$@"
