@@ -144,7 +144,7 @@ ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {
         passthrough_.store(true, std::memory_order_release);
         passthrough = "on";
       }
-      const char* ring = "off (not offered: the fuse module's enable_uring is 0)";
+      std::string ring = "off (not offered: the fuse module's enable_uring is 0)";
       if (!want_ring_) {
         ring = "off (disabled)";
       } else if (ring_.prepared() && (init->flags & FUSE_INIT_EXT) &&
@@ -157,7 +157,7 @@ ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {
         ring = "on";
       } else if (kernel_flags_ & kOverIoUring) {
         ring = kernel_minor_ < kEpochMinor ? "off (needs FUSE 7.44 for epochs)"
-                                           : "off (io_uring unavailable)";
+                                           : "off (" + ring_.why_not() + ")";
       }
       init_unique_ = ~0ull;  // answered: nothing more to look for
       spdlog::info("FUSE channel: handle_killpriv_v2 {}, direct_io_allow_mmap {}, passthrough {}, "

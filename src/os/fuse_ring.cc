@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/statfs.h>
@@ -14,6 +15,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -71,23 +73,46 @@ enum State : int {
   kReplied,  // the answer is in the buffers, to be committed
 };
 
-// num_possible_cpus(): the kernel has one queue per possible CPU, all of which need an entry.
-unsigned possible_cpus() {
-  unsigned count = 0;
-  if (std::FILE* f = std::fopen("/sys/devices/system/cpu/possible", "re")) {
+// The CPUs in a list such as /sys/devices/system/cpu/online ("0-3,8,10-11").
+std::vector<unsigned> cpu_list(const char* path) {
+  std::vector<unsigned> cpus;
+  if (std::FILE* f = std::fopen(path, "re")) {
     unsigned first = 0;
     unsigned last = 0;
-    while (true) {
-      const int n = std::fscanf(f, "%u", &first);
-      if (n != 1) break;
+    while (std::fscanf(f, "%u", &first) == 1) {
       last = first;
       if (std::fscanf(f, "-%u", &last) < 0) break;
-      count = std::max(count, last + 1);
+      for (unsigned cpu = first; cpu <= last; ++cpu) cpus.push_back(cpu);
       if (std::fgetc(f) != ',') break;
     }
     std::fclose(f);
   }
-  return count;
+  return cpus;
+}
+
+// num_possible_cpus(): the kernel has one queue per possible CPU, all of which need an entry.
+unsigned possible_cpus() {
+  const std::vector<unsigned> cpus = cpu_list("/sys/devices/system/cpu/possible");
+  return cpus.empty() ? 0 : *std::max_element(cpus.begin(), cpus.end()) + 1;
+}
+
+// An online CPU of [0, count) that this process may not run on, if any. (Offline ones make no
+// requests.)
+std::optional<unsigned> forbidden_cpu(unsigned count) {
+  cpu_set_t* allowed = CPU_ALLOC(count);
+  const std::size_t size = CPU_ALLOC_SIZE(count);
+  CPU_ZERO_S(size, allowed);
+  std::optional<unsigned> forbidden;
+  if (::sched_getaffinity(0, size, allowed) == 0) {  // if it fails, the pinning says so
+    for (unsigned cpu : cpu_list("/sys/devices/system/cpu/online")) {
+      if (cpu < count && !CPU_ISSET_S(cpu, size, allowed)) {
+        forbidden = cpu;
+        break;
+      }
+    }
+  }
+  CPU_FREE(allowed);
+  return forbidden;
 }
 
 }  // namespace
@@ -122,11 +147,13 @@ struct FuseRing::Worker {
   io_uring ring{};
   int wake_fd = -1;
   std::uint64_t wake_count = 0;
-  int kick_fd = -1;
+  int kick_fd = -1;  // a semaphore: each count is one kick for one kicker
   std::thread thread;
-  std::thread kicker;
-  std::mutex mu;  // guards ready
+  std::mutex mu;  // guards ready, kickers and the change of kicking
   std::vector<Entry*> ready;  // answered from another thread while parked
+  std::vector<std::thread> kickers;  // pinned with the worker; see request_kick()
+  std::atomic<bool> kicking{true};   // until stop()
+  std::atomic<int> idle_kickers{0};  // kickers waiting for a kick that none has claimed
 };
 
 FuseRing::FuseRing() = default;
@@ -135,12 +162,18 @@ FuseRing::~FuseRing() { stop(); }
 bool FuseRing::prepare() {
   const unsigned queues = possible_cpus();
   if (queues == 0) {
-    spdlog::warn("FUSE ring: cannot read /sys/devices/system/cpu/possible");
+    why_not_ = "cannot read /sys/devices/system/cpu/possible";
+    return false;
+  }
+  // A queue's threads must run on its CPU (see kick()); requests from a CPU that smosd may not
+  // run on would have no local worker and no kick.
+  if (const std::optional<unsigned> cpu = forbidden_cpu(queues)) {
+    why_not_ = "CPU " + std::to_string(*cpu) + " is outside smosd's CPU set";
     return false;
   }
   std::vector<std::unique_ptr<Worker>> workers;
-  auto fail = [&workers](const char* what, int err) {
-    spdlog::warn("FUSE ring: {}: {}", what, std::strerror(err));
+  auto fail = [this, &workers](const char* what, int err) {
+    why_not_ = std::string(what) + ": " + std::strerror(err);
     for (auto& w : workers) {
       io_uring_queue_exit(&w->ring);
       for (int fd : {w->wake_fd, w->kick_fd}) {
@@ -164,7 +197,7 @@ bool FuseRing::prepare() {
       return fail("io_uring_setup", -rc);
     }
     w.wake_fd = ::eventfd(0, EFD_CLOEXEC);
-    w.kick_fd = ::eventfd(0, EFD_CLOEXEC);
+    w.kick_fd = ::eventfd(0, EFD_CLOEXEC | EFD_SEMAPHORE);
     if (w.wake_fd < 0 || w.kick_fd < 0) return fail("eventfd", errno);
   }
   workers_ = std::move(workers);
@@ -173,7 +206,17 @@ bool FuseRing::prepare() {
 
 void FuseRing::start(int dev_fd, std::size_t max_payload, Dispatch dispatch,
                      std::string mountpoint) {
-  dev_fd_ = dev_fd;
+  // A descriptor of our own: libfuse closes its one when it unmounts, and the workers still
+  // answer what reaches them until stop().
+  dev_fd_ = ::fcntl(dev_fd, F_DUPFD_CLOEXEC, 0);
+  if (dev_fd_ < 0) {
+    spdlog::warn("FUSE ring: cannot duplicate /dev/fuse's descriptor ({}); answers after the "
+                 "unmount will be lost",
+                 std::strerror(errno));
+    dev_fd_ = dev_fd;
+  } else {
+    own_dev_fd_ = true;
+  }
   max_payload_ = max_payload;
   dispatch_ = std::move(dispatch);
   mountpoint_ = std::move(mountpoint);
@@ -181,7 +224,6 @@ void FuseRing::start(int dev_fd, std::size_t max_payload, Dispatch dispatch,
   for (auto& w : workers_) {
     Worker* worker = w.get();
     worker->thread = std::thread([this, worker] { run(*worker); });
-    worker->kicker = std::thread([this, worker] { kick(*worker); });
   }
   spdlog::info("FUSE ring: {} queues, one worker each, {} KiB payload per entry",
                workers_.size(), max_payload / 1024);
@@ -190,16 +232,20 @@ void FuseRing::start(int dev_fd, std::size_t max_payload, Dispatch dispatch,
 void FuseRing::stop() {
   if (stopped_ || workers_.empty()) return;
   stopped_ = true;
+  // Kickers first, while the workers still answer: a kick in flight is a request.
+  for (auto& w : workers_) {
+    std::vector<std::thread> kickers;
+    {
+      std::lock_guard lock(w->mu);
+      w->kicking = false;
+      kickers.swap(w->kickers);
+    }
+    ::eventfd_write(w->kick_fd, kickers.size());  // one count wakes one idle kicker
+    for (std::thread& k : kickers) k.join();
+  }
   {
     std::lock_guard lock(entries_mu_);
     running_.store(false, std::memory_order_release);
-  }
-  // Kickers first: a kick in flight is a request that a worker must still answer.
-  for (auto& w : workers_) {
-    if (w->kicker.joinable()) {
-      ::eventfd_write(w->kick_fd, 1);
-      w->kicker.join();
-    }
   }
   for (auto& w : workers_) {
     if (w->thread.joinable()) {
@@ -214,6 +260,7 @@ void FuseRing::stop() {
     ::close(w->wake_fd);
     ::close(w->kick_fd);
   }
+  if (own_dev_fd_) ::close(dev_fd_);
 }
 
 namespace {
@@ -242,12 +289,17 @@ void prep_command(io_uring* ring, int dev_fd, std::uint32_t op, void* tag, const
 }
 
 // A queue serves the requests of its CPU: its threads run there, so that none waits for a
-// wake-up on another CPU. Outside the allowed CPUs (taskset), they run anywhere.
+// wake-up on another CPU, and a kick lands in that queue. prepare() checked that smosd may run
+// on every CPU.
 void pin_to_queue_cpu(unsigned qid) {
-  cpu_set_t cpus;
-  CPU_ZERO(&cpus);
-  CPU_SET(qid, &cpus);
-  pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus);
+  cpu_set_t* cpus = CPU_ALLOC(qid + 1);
+  const std::size_t size = CPU_ALLOC_SIZE(qid + 1);
+  CPU_ZERO_S(size, cpus);
+  CPU_SET_S(qid, size, cpus);
+  if (int err = pthread_setaffinity_np(pthread_self(), size, cpus); err != 0) {
+    spdlog::warn("FUSE ring: queue {}: cannot run on CPU {}: {}", qid, qid, std::strerror(err));
+  }
+  CPU_FREE(cpus);
 }
 
 // A request wakes its queue's worker, on the CPU of the task that queued it. A synchronous
@@ -387,20 +439,41 @@ void FuseRing::serve(Worker& worker, Entry& entry) {
     // is committed there (a registration does not take it up), and the answer this one owes
     // may depend on it. So have the kicker make a request on this CPU, which the new entry
     // takes and whose commit takes up the oldest queued one.
-    add_entry(worker);
+    if (!add_entry(worker)) return give_up(worker, "another entry", ENOMEM);
     io_uring_submit(&worker.ring);
-    ::eventfd_write(worker.kick_fd, 1);
+    request_kick(worker);
   } else {
     commit(worker, entry);
   }
 }
 
+// A kick takes up the oldest request stranded in this CPU's queue: the new entry takes the
+// kicker's request, and its commit fetches the stranded one. But the kicker's request can be
+// stranded too, when a pop takes the new entry first; so a kick never waits for a kicker that
+// is busy, and gets an idle one or a new one.
+void FuseRing::request_kick(Worker& worker) {
+  int idle = worker.idle_kickers.load(std::memory_order_acquire);
+  while (idle > 0 && !worker.idle_kickers.compare_exchange_weak(idle, idle - 1,
+                                                                std::memory_order_acq_rel)) {
+  }
+  if (idle > 0) {
+    ::eventfd_write(worker.kick_fd, 1);
+    return;
+  }
+  std::lock_guard lock(worker.mu);
+  if (worker.kicking.load(std::memory_order_relaxed)) {
+    worker.kickers.emplace_back([this, &worker] { kick(worker); });
+  }
+}
+
 void FuseRing::kick(Worker& worker) {
   pin_to_queue_cpu(worker.qid);
-  eventfd_t kicks;
-  while (::eventfd_read(worker.kick_fd, &kicks) == 0 && running_.load()) {
+  while (worker.kicking.load(std::memory_order_acquire)) {
     struct statfs fs;
     ::statfs(mountpoint_.c_str(), &fs);  // the answer does not matter, its commit does
+    worker.idle_kickers.fetch_add(1, std::memory_order_acq_rel);
+    eventfd_t one;
+    if (::eventfd_read(worker.kick_fd, &one) != 0) return;
   }
 }
 
@@ -454,6 +527,7 @@ void FuseRing::run(Worker& worker) {
       serve(worker, *reinterpret_cast<Entry*>(tag));
     }
   }
+  io_uring_submit(&worker.ring);  // the answers of the last round
 }
 
 }  // namespace smos::os

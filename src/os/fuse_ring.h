@@ -41,8 +41,8 @@ class FuseRing {
   FuseRing& operator=(const FuseRing&) = delete;
 
   // Before the INIT reply offers FUSE_OVER_IO_URING: creates a ring for each possible CPU.
-  // Returns false, with a log line, when io_uring is unavailable; the mount then stays on
-  // /dev/fuse.
+  // Returns false (see why_not()) when io_uring is unavailable, or smosd may not run on every
+  // CPU; the mount then stays on /dev/fuse.
   bool prepare();
   // After the INIT reply: starts the workers, which register their entries with the kernel.
   // The kernel holds every request until each CPU's queue has an entry. `mountpoint` (an
@@ -53,6 +53,8 @@ class FuseRing {
 
   // prepare() succeeded (and stays true).
   bool prepared() const { return !workers_.empty(); }
+  // Why prepare() failed.
+  const std::string& why_not() const { return why_not_; }
   // Sends a reply (fuse_out_header, then its payload) through the entry of the request it
   // answers, and returns true; false if no ring request has that unique (nothing is done).
   bool reply(const iovec* iov, int count);
@@ -66,16 +68,19 @@ class FuseRing {
   void fill(Entry& entry, fuse_out_header out, const iovec* iov, int count);
   void commit(Worker& worker, Entry& entry);
   void serve(Worker& worker, Entry& entry);
+  void request_kick(Worker& worker);
   void kick(Worker& worker);
   void give_up(const Worker& worker, const char* what, int err);
 
   std::vector<std::unique_ptr<Worker>> workers_;
   int dev_fd_ = -1;
+  bool own_dev_fd_ = false;  // dev_fd_ is a duplicate, closed by stop()
   std::size_t max_payload_ = 0;
   Dispatch dispatch_;
   std::string mountpoint_;
   std::atomic<bool> running_{false};  // between start() and stop()
   bool stopped_ = false;
+  std::string why_not_;
   std::mutex entries_mu_;  // guards entries_ (it only grows); orders stop() against replies
   std::vector<std::unique_ptr<Entry>> entries_;
   static thread_local Entry* serving_;  // the entry whose request this thread dispatches

@@ -8,6 +8,8 @@
 // tests cover what only the ring changes: the start-up report, replies that come from other
 // threads than the one that took the request, and the order of a CPU's requests.
 #include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -100,6 +102,68 @@ TEST_P(RingTest, ManyBlockedPopsAreAnsweredFromOtherThreads) {
   EXPECT_EQ(*got.begin(), 0);
   EXPECT_EQ(*got.rbegin(), kPoppers - 1);
   EXPECT_EQ(GetXattr(obj_, xattr::kEntries), "0");
+}
+
+// Holds this process, and the daemons it starts meanwhile, on CPU 0.
+class OnCpu0 {
+ public:
+  OnCpu0() {
+    held_ = ::sched_getaffinity(0, sizeof before_, &before_) == 0;
+    cpu_set_t zero;
+    CPU_ZERO(&zero);
+    CPU_SET(0, &zero);
+    held_ = held_ && ::sched_setaffinity(0, sizeof zero, &zero) == 0;
+  }
+  ~OnCpu0() {
+    if (held_) ::sched_setaffinity(0, sizeof before_, &before_);
+  }
+  bool held() const { return held_; }
+
+ private:
+  cpu_set_t before_;
+  bool held_ = false;
+};
+
+// A queue's threads must run on its CPU: a kick lands in the queue of the CPU it is made on.
+// A daemon that may not run on every CPU declines the ring, says why, and serves through
+// /dev/fuse.
+TEST_P(RingTest, ADaemonThatMayNotRunOnEveryCpuDeclinesTheRing) {
+  if (!ring()) GTEST_SKIP() << "about the ring";
+  if (::sysconf(_SC_NPROCESSORS_ONLN) < 2) GTEST_SKIP() << "one CPU online";
+  Smosd restricted;
+  {
+    OnCpu0 hold;
+    ASSERT_TRUE(hold.held()) << LastErr();
+    ASSERT_TRUE(restricted.Start());
+  }
+  const std::string log = restricted.Log();
+  EXPECT_NE(log.find(", io_uring off (CPU 1 is outside smosd's CPU set)\n"), std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("FUSE ring: "), std::string::npos) << log;
+  const std::string obj = restricted.Path("q");
+  ASSERT_EQ(ErrOf(::mkdir(obj.c_str(), 0755)), kOk);
+  ASSERT_EQ(WriteFile(obj + "/" + control::kPush, "served"), kOk);
+  EXPECT_EQ(ReadFile(obj + "/" + control::kPop), "served");
+}
+
+// SIGTERM while pops wait in the daemon (their entries parked, kicks made): the daemon stops
+// within the fixture's deadline, and every popper gets an error instead of waiting for good.
+TEST_P(RingTest, SigtermWhilePopsWaitStopsTheDaemonAndFailsThePops) {
+  constexpr int kPoppers = 8;
+  std::vector<std::unique_ptr<Child>> poppers;
+  for (int i = 0; i < kPoppers; ++i) {
+    poppers.push_back(std::make_unique<Child>([this](Channel& channel) {
+      channel.Signal();
+      Fd fd = Open(obj_ + "/" + control::kPop, O_RDONLY);
+      return fd.ok() ? 1 : 0;  // nothing was ever pushed
+    }));
+  }
+  for (auto& p : poppers) ASSERT_TRUE(p->Wait());
+  ::usleep(200'000);  // until they wait in the daemon (a late one fails with ENOTCONN anyway)
+  const std::optional<int> status = smosd_.Stop(SIGTERM);
+  ASSERT_TRUE(status.has_value()) << "smosd did not stop within 10 s";
+  EXPECT_EQ(*status, 0);
+  for (auto& p : poppers) EXPECT_EQ(p->Join(), 0) << "a pop of an empty object succeeded";
 }
 
 // close() queues the release, which commits the entry, before it returns. The ring serves a
