@@ -232,16 +232,14 @@ void FuseRing::start(int dev_fd, std::size_t max_payload, Dispatch dispatch,
 void FuseRing::stop() {
   if (stopped_ || workers_.empty()) return;
   stopped_ = true;
-  // Kickers first, while the workers still answer: a kick in flight is a request.
+  // No more kicks; the idle kickers leave now.
+  std::vector<std::thread> kickers;
   for (auto& w : workers_) {
-    std::vector<std::thread> kickers;
-    {
-      std::lock_guard lock(w->mu);
-      w->kicking = false;
-      kickers.swap(w->kickers);
-    }
-    ::eventfd_write(w->kick_fd, kickers.size());  // one count wakes one idle kicker
-    for (std::thread& k : kickers) k.join();
+    std::lock_guard lock(w->mu);
+    w->kicking = false;
+    ::eventfd_write(w->kick_fd, w->kickers.size());  // a semaphore: a count for each
+    for (std::thread& k : w->kickers) kickers.push_back(std::move(k));
+    w->kickers.clear();
   }
   {
     std::lock_guard lock(entries_mu_);
@@ -250,17 +248,20 @@ void FuseRing::stop() {
   for (auto& w : workers_) {
     if (w->thread.joinable()) {
       ::eventfd_write(w->wake_fd, 1);
-      w->thread.join();
+      w->thread.join();  // it submits the answers it holds
     }
   }
   // Closing a ring cancels its registrations. The entries stay until this object goes: the
-  // kernel writes into them only from a worker's thread, and those are gone.
+  // kernel writes into them only from a worker's thread, and those are gone. Closing the last
+  // descriptor of /dev/fuse (libfuse closed its own at the unmount) ends the connection, and
+  // with it any request still waiting, a kick's too: only then are the kickers sure to return.
+  for (auto& w : workers_) io_uring_queue_exit(&w->ring);
+  if (own_dev_fd_) ::close(dev_fd_);
+  for (std::thread& k : kickers) k.join();
   for (auto& w : workers_) {
-    io_uring_queue_exit(&w->ring);
     ::close(w->wake_fd);
     ::close(w->kick_fd);
   }
-  if (own_dev_fd_) ::close(dev_fd_);
 }
 
 namespace {
