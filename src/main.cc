@@ -245,6 +245,8 @@ int serve(const Options& opts, smos::Store& store) {
       const int stopped = fuse_session_loop_mt(se, loop);
       rc = stopped == 0 || stopped == SIGINT || stopped == SIGTERM || stopped == SIGHUP ? 0 : 1;
       fuse_loop_cfg_destroy(loop);
+      // Nothing will wake the pops that wait: answer them while a reply can still reach them.
+      store.fail_all_waiters(ENOTCONN);
       // The ring's workers serve until the mount is gone.
       fuse_session_unmount(se);
       context.channel.stop_ring();

@@ -247,6 +247,13 @@ void Store::fail_pop_waiters(std::uint32_t o, int err) {
   object_rt_[o].pop_waiters.clear();
 }
 
+void Store::fail_all_waiters(int err) {
+  Guard guard(*this);
+  for (std::uint32_t o = 0; o < object_rt_.size(); ++o) {
+    if (!object_rt_[o].pop_waiters.empty()) fail_pop_waiters(o, err);
+  }
+}
+
 bool Store::cancel_wait(std::uint64_t id) {
   Guard guard(*this);
   auto w = waiters_.find(id);

@@ -150,6 +150,8 @@ class Store {
   int open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter* waiter = nullptr);
   // Returns true if the waiter was still queued: its callback will never run.
   bool cancel_wait(std::uint64_t id);
+  // Ends every waiting pop with `err`: the daemon is stopping.
+  void fail_all_waiters(int err);
   // The kernel dropped `count` references to `ino` taken by lookup().
   void forget(Ino ino, std::uint64_t count);
   int unlink(Ino parent, std::string_view name, const Caller& caller);
