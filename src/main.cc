@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -140,7 +141,11 @@ Options parse_options(int argc, char** argv) {
     }
   }
   if (optind != argc - 1) usage_error(optind >= argc ? "missing MOUNTPOINT" : "too many arguments");
-  opts.mountpoint = argv[optind];
+  // Absolute: a daemon leaves its directory for / when it detaches, and still has to find the
+  // mount to unmount it at exit.
+  std::error_code ec;
+  opts.mountpoint = std::filesystem::absolute(argv[optind], ec).lexically_normal().string();
+  if (ec) opts.mountpoint = argv[optind];  // no working directory: leave it to the checks
   opts.store.memory_budget = memory ? *memory : default_memory_budget();
   return opts;
 }
