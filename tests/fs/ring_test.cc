@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -52,6 +53,20 @@ class RingTest : public MountTest, public ::testing::WithParamInterface<bool> {
 
   bool ring() const { return GetParam(); }
 
+  // Starts n children that each run `pop` (a child's body: its exit status), and returns once
+  // all of them are on their way.
+  std::vector<std::unique_ptr<Child>> StartPoppers(int n, const std::function<int()>& pop) {
+    std::vector<std::unique_ptr<Child>> poppers;
+    for (int i = 0; i < n; ++i) {
+      poppers.push_back(std::make_unique<Child>([&pop](Channel& channel) {
+        channel.Signal();
+        return pop();
+      }));
+    }
+    for (auto& p : poppers) EXPECT_TRUE(p->Wait());
+    return poppers;
+  }
+
   std::string obj_;
 };
 
@@ -77,19 +92,14 @@ TEST_P(RingTest, TheStartupLogSaysWhetherTheRingIsOn) {
 // entries to begin with, and every one gets its own entry.
 TEST_P(RingTest, ManyBlockedPopsAreAnsweredFromOtherThreads) {
   constexpr int kPoppers = 24;
-  std::vector<std::unique_ptr<Child>> poppers;
-  for (int i = 0; i < kPoppers; ++i) {
-    poppers.push_back(std::make_unique<Child>([this](Channel& channel) {
-      channel.Signal();
-      Fd fd = Open(obj_ + "/" + control::kPop, O_RDONLY);
-      if (!fd.ok()) return ChildFail("pop");
-      Text bytes = ReadFd(fd.get());
-      if (!bytes.ok()) return ChildFail("read");
-      // The payload says which push it was: report it through the exit status.
-      return 10 + std::stoi(bytes.value);
-    }));
-  }
-  for (auto& p : poppers) ASSERT_TRUE(p->Wait());
+  auto poppers = StartPoppers(kPoppers, [this] {
+    Fd fd = Open(obj_ + "/" + control::kPop, O_RDONLY);
+    if (!fd.ok()) return ChildFail("pop");
+    Text bytes = ReadFd(fd.get());
+    if (!bytes.ok()) return ChildFail("read");
+    // The payload says which push it was: report it through the exit status.
+    return 10 + std::stoi(bytes.value);
+  });
   // Until all of them wait in the daemon, a push may find a popper still on its way.
   ASSERT_TRUE(Eventually([&] { return GetXattr(obj_, xattr::kEntries) == "0"; }));
   ::usleep(200'000);
@@ -150,17 +160,11 @@ TEST_P(RingTest, ADaemonThatMayNotRunOnEveryCpuDeclinesTheRing) {
 // them with ENOTCONN and stops within the fixture's deadline (under ASan, with nothing leaked:
 // an unanswered request is libfuse's memory), and no popper waits for good.
 TEST_P(RingTest, SigtermWhilePopsWaitStopsTheDaemonAndFailsThePops) {
-  constexpr int kPoppers = 8;
-  std::vector<std::unique_ptr<Child>> poppers;
-  for (int i = 0; i < kPoppers; ++i) {
-    poppers.push_back(std::make_unique<Child>([this](Channel& channel) {
-      channel.Signal();
-      const Err err = OpenErr(obj_ + "/" + control::kPop, O_RDONLY);
-      if (err == kOk) return 1;  // nothing was ever pushed
-      return err == Err(ENOTCONN) || err == Err(ECONNABORTED) ? 0 : 2;
-    }));
-  }
-  for (auto& p : poppers) ASSERT_TRUE(p->Wait());
+  auto poppers = StartPoppers(8, [this] {
+    const Err err = OpenErr(obj_ + "/" + control::kPop, O_RDONLY);
+    if (err == kOk) return 1;  // nothing was ever pushed
+    return err == Err(ENOTCONN) || err == Err(ECONNABORTED) ? 0 : 2;
+  });
   ::usleep(200'000);  // until they wait in the daemon (a late one fails with ENOTCONN anyway)
   const std::optional<int> status = smosd_.Stop(SIGTERM);
   ASSERT_TRUE(status.has_value()) << "smosd did not stop within 10 s";
