@@ -1,11 +1,11 @@
 #include "os/fuse_ring.h"
 
+#include <fcntl.h>
 #include <liburing.h>
 #include <linux/fuse.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/statfs.h>
@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <optional>
+#include <system_error>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -462,8 +463,11 @@ void FuseRing::request_kick(Worker& worker) {
     return;
   }
   std::lock_guard lock(worker.mu);
-  if (worker.kicking.load(std::memory_order_relaxed)) {
+  if (!worker.kicking.load(std::memory_order_relaxed)) return;
+  try {
     worker.kickers.emplace_back([this, &worker] { kick(worker); });
+  } catch (const std::system_error& e) {
+    give_up(worker, "starting a kicker", e.code().value());
   }
 }
 
