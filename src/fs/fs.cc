@@ -25,6 +25,10 @@ void init(void* userdata, fuse_conn_info* conn) {
     conn->want |= FUSE_CAP_SPLICE_WRITE;
   }
   if (conn->capable & FUSE_CAP_SPLICE_READ) conn->want |= FUSE_CAP_SPLICE_READ;
+  // An inode's bytes never change behind the kernel's back (each is one version, and writers go
+  // direct), so a cached read need not ask for the attributes first. A pop's, which are stale
+  // after its open, would cost a GETATTR per read.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
   // Releases and read-ahead are background requests. Past this many in flight, the kernel
   // holds new ones back while later requests overtake them; a release then reaches the store
   // after the closer's next request (see FuseRing).

@@ -20,13 +20,31 @@ void fill_open(const OpenFile& file, fuse_file_info* fi) {
   fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY;
 }
 
+// Stores a small pop's bytes in its inode's page cache, which the open's reply keeps. Nothing
+// here takes a lock that the opener holds, and the inode exists: the opener's lookup made it.
+bool fill_cache(fuse_session* session, fuse_ino_t ino, const IoSpan& span) {
+  if (span.length == 0) return true;
+  thread_local std::vector<char> bytes;
+  if (bytes.size() < span.length) bytes.resize(span.length);
+  const ssize_t n = os::read_at(span.fd, bytes.data(), span.length, span.offset);
+  if (n != static_cast<ssize_t>(span.length)) return false;
+  fuse_bufvec buf = FUSE_BUFVEC_INIT(span.length);
+  buf.buf[0].mem = bytes.data();
+  return fuse_lowlevel_notify_store(session, ino, 0, &buf, FUSE_BUF_NO_SPLICE) == 0;
+}
+
 // Sends the reply to an open, or gives the handle back if the opener is gone.
-void finish_open(fuse_req_t req, fuse_ino_t ino, Store& store, const OpenFile& file,
+void finish_open(fuse_req_t req, fuse_ino_t ino, Store& store, OpenFile file,
                  fuse_file_info fi) {
+  fuse_session* session = static_cast<Context*>(fuse_req_userdata(req))->session;
+  const bool fill = file.keep_cache && file.cache_fill.fd >= 0;
   if (file.rebound) {
-    // Attributes only: this takes no lock that the opener holds, and costs no round trip.
-    fuse_lowlevel_notify_inval_inode(static_cast<Context*>(fuse_req_userdata(req))->session, ino,
-                                     -1, 0);
+    // The attributes, and for a fill whatever the inode's page cache held: no round trip.
+    fuse_lowlevel_notify_inval_inode(session, ino, fill ? 0 : -1, 0);
+  }
+  if (fill && !fill_cache(session, ino, file.cache_fill)) {
+    file.direct_io = true;  // the bytes come by READ, as if they had never been offered
+    file.keep_cache = false;
   }
   fill_open(file, &fi);
   os::FuseChannel::ReplyBacking backing(file.backing_id);

@@ -135,18 +135,25 @@ void Store::bind_ticket(Ino ino, Ticket& t, std::uint32_t e) {
   t.entry = e;
 }
 
-// A popped entry, served by passthrough if it can be. Or else the ticket's size in the kernel is
-// the one lookup() gave (0), so reads go direct (the kernel would otherwise ask for the size
-// first). Either way its cached attributes are stale (`rebound`) for fstat(2).
+// A popped entry, served by passthrough if it is large. A small one is stored in the ticket's
+// page cache before the reply (`cache_fill`), so that reading it costs no request. Or else the
+// ticket's size in the kernel is the one lookup() gave (0), so reads go direct (the kernel would
+// otherwise ask for the size first). Either way its cached attributes are stale (`rebound`) for
+// fstat(2).
 OpenFile Store::open_popped(Ino ino, Ticket& t, std::uint32_t e) {
-  // A ticket opened twice (through /proc/self/fd) stands for two entries, and the kernel allows
-  // one backing file per inode: a second open goes without, or fails (see open_ticket()).
-  const int backing = t.handles == 0 ? backing_of(e) : 0;
+  // A ticket opened twice (through /proc/self/fd) stands for two entries, but the kernel has one
+  // backing file and one page cache per inode: a second open reads direct, or fails (see
+  // open_ticket()).
+  const bool first = t.handles == 0;
+  const int backing = first ? backing_of(e) : 0;
+  const std::uint64_t size = ent(e).size;
+  const bool fill = first && backing == 0 && size <= kMaxCacheFill;
   bind_ticket(ino, t, e);
   t.handles++;
-  t.passthrough = backing != 0;
-  OpenFile file{new_fh(e, false, ino, backing), true, false, true};
+  t.owns_inode = backing != 0 || fill;
+  OpenFile file{new_fh(e, false, ino, backing), !fill, fill, true};
   file.backing_id = backing;
+  if (fill) file.cache_fill = IoSpan{entry_rt_[e].segment.fd(), 0, size};
   return file;
 }
 
@@ -178,9 +185,9 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
   }
 
   if (writable) return EPERM;
-  // The kernel would refuse a second open of this inode, which has a backing file now, unless
-  // with the same one: fail before anything is claimed.
-  if (t.passthrough) return EBUSY;
+  // A second entry cannot share this inode's backing file or page cache: fail before anything
+  // is claimed.
+  if (t.owns_inode) return EBUSY;
   commit_closed(o, {}, nullptr);  // the writer's own too: it closed them
   if (t.kind == Control::kLatest) {
     if (!t.alias) {
@@ -296,7 +303,7 @@ void Store::drop_ticket_if_unused(Ino ino) {
     return;
   }
   t.entry.reset();
-  t.passthrough = false;
+  t.owns_inode = false;
   if (t.object == layout::kNoObject) {
     if (t.lookups == 0) tickets_.erase(it);
     return;

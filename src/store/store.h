@@ -82,6 +82,14 @@ struct DirEntry {
   Attr attr;
 };
 
+// A byte range of a slot file, to be read or written outside the store's lock. The handle
+// it came from keeps the slot alive.
+struct IoSpan {
+  int fd = -1;
+  std::uint64_t offset = 0;
+  std::size_t length = 0;
+};
+
 // An open file as the kernel should treat it.
 struct OpenFile {
   std::uint64_t fh = 0;
@@ -91,14 +99,8 @@ struct OpenFile {
                             // in the kernel are stale
   int backing_id = 0;       // > 0: the kernel serves reads and mappings from this backing file
                             // (FUSE passthrough), registered through Store::BackingFiles
-};
-
-// A byte range of a slot file, to be read or written outside the store's lock. The handle
-// it came from keeps the slot alive.
-struct IoSpan {
-  int fd = -1;
-  std::uint64_t offset = 0;
-  std::size_t length = 0;
+  IoSpan cache_fill{};      // bytes to store in the inode's page cache before the reply, which
+                            // keeps it (a small pop): reading them costs no request
 };
 
 struct StoreStats {
@@ -201,6 +203,8 @@ class Store {
   void set_name_listener(NameListener listener);
 
  private:
+  // Popped entries up to this size go to the kernel's page cache at their open (open_popped()).
+  static constexpr std::uint64_t kMaxCacheFill = 64 * 1024;
   struct Ref {
     bool is_object;
     std::uint32_t index;
@@ -228,8 +232,9 @@ class Store {
     std::uint64_t lookups = 0;  // kernel references
     std::uint32_t handles = 0;
     bool alias = false;  // a .latest alias: bound at lookup, for good
-    bool passthrough = false;  // its open handle has a backing file, which the kernel ties to
-                               // the inode until that handle closes
+    bool owns_inode = false;  // its open handle reads through the inode (a backing file, which
+                              // the kernel ties to the inode, or a page cache filled at the
+                              // open) until that handle closes
   };
   struct QueuedWaiter {
     Ino ticket;

@@ -286,6 +286,75 @@ TEST_P(SmallEntryTest, SmallEntriesAreReadThroughTheDaemon) {
   EXPECT_EQ(BackingReplies(), before + 1);
 }
 
+// A pop of up to 64 KiB is stored in its ticket's page cache at the open (Store::open_popped):
+// what it reads was fixed then. Root changes the segment file behind the daemon's back, which
+// only a test would do, and the pop still reads what it popped.
+TEST_P(SmallEntryTest, ASmallPopReadsTheBytesItsOpenStored) {
+  const std::string queue = MakeObject("queue");
+  const std::string bytes = Pattern(4096, 3);
+  ASSERT_EQ(WriteFile(queue + "/" + control::kPush, bytes), kOk);
+  Fd fd = Open(queue + "/" + control::kPop, O_RDONLY);
+  ASSERT_TRUE(fd.ok()) << LastErr();
+  Text segment = FGetXattr(fd.get(), xattr::kSegment);
+  ASSERT_TRUE(segment.ok()) << segment.err;
+  ASSERT_EQ(WriteFile(segment.value, std::string(bytes.size(), 'x'), O_WRONLY), kOk);
+  char buf[4096];
+  ASSERT_EQ(::read(fd.get(), buf, sizeof buf), static_cast<ssize_t>(sizeof buf));
+  EXPECT_TRUE(std::string(buf, sizeof buf) == bytes) << "the read asked the daemon";
+  EXPECT_EQ(::read(fd.get(), buf, sizeof buf), 0);
+}
+
+// One thread's pops all go through one ticket inode (Store::lookup_control), whose page cache
+// and size the next pop must not inherit: larger, smaller and empty ones in turn, each read in
+// exact and in larger reads, and mapped.
+TEST_P(SmallEntryTest, OneThreadsSmallPopsOfEverySizeGiveExactlyTheirBytes) {
+  const std::string queue = MakeObject("queue");
+  const std::size_t sizes[] = {64 * 1024, 4096, 5000, 1, 0, 8192, 4097, 100, 64 * 1024 - 1, 3};
+  std::vector<std::string> all;
+  for (std::size_t i = 0; i < std::size(sizes); ++i) {
+    all.push_back(Pattern(sizes[i], static_cast<std::uint32_t>(400 + i)));
+    ASSERT_EQ(WriteFile(queue + "/" + control::kPush, all.back()), kOk);
+  }
+  for (const std::string& bytes : all) {
+    SCOPED_TRACE("pop of size " + std::to_string(bytes.size()));
+    Fd fd = Open(queue + "/" + control::kPop, O_RDONLY | O_NONBLOCK);
+    ASSERT_TRUE(fd.ok()) << LastErr();
+    std::string exact(bytes.size(), '\0');
+    ASSERT_EQ(::pread(fd.get(), exact.data(), exact.size(), 0),
+              static_cast<ssize_t>(exact.size()));
+    EXPECT_TRUE(exact == bytes);
+    char past[2];
+    EXPECT_EQ(::pread(fd.get(), past, sizeof past, static_cast<off_t>(bytes.size())), 0);
+    Text sequential = ReadSequentially(fd.get());
+    ASSERT_TRUE(sequential.ok()) << sequential.err;
+    EXPECT_EQ(sequential.value.size(), bytes.size());
+    EXPECT_TRUE(sequential.value == bytes);
+    struct stat st;
+    ASSERT_EQ(ErrOf(::fstat(fd.get(), &st)), kOk);
+    EXPECT_EQ(static_cast<std::size_t>(st.st_size), bytes.size());
+    if (!bytes.empty()) {
+      Mapping map(fd.get(), bytes.size());
+      ASSERT_TRUE(map.ok()) << LastErr();
+      EXPECT_EQ(MappingMismatch(map, bytes), "");
+    }
+  }
+  EXPECT_EQ(OpenErr(queue + "/" + control::kPop, O_RDONLY | O_NONBLOCK), Err(EAGAIN));
+}
+
+// Reopening an open small pop through /proc/self/fd would make its inode stand for a second
+// entry, whose bytes its one page cache cannot also hold: EBUSY, and nothing is claimed.
+TEST_P(SmallEntryTest, ReopeningAnOpenSmallPopIsRefusedAndLosesNothing) {
+  const std::string queue = MakeObject("queue");
+  ASSERT_EQ(WriteFile(queue + "/" + control::kPush, "first"), kOk);
+  ASSERT_EQ(WriteFile(queue + "/" + control::kPush, "second"), kOk);
+  Fd fd = Open(queue + "/" + control::kPop, O_RDONLY);
+  ASSERT_TRUE(fd.ok()) << LastErr();
+  EXPECT_EQ(OpenErr("/proc/self/fd/" + std::to_string(fd.get()), O_RDONLY), Err(EBUSY));
+  EXPECT_EQ(GetXattr(queue, xattr::kEntries), "1");
+  EXPECT_TRUE(ReadFd(fd.get()) == "first");
+  EXPECT_TRUE(ReadFile(queue + "/" + control::kPop) == "second");
+}
+
 // With passthrough, a mapping through the mount is the slot file's own memory: a change made to
 // the segment file directly (only root may, and only a test would) shows in it at once. (Without
 // passthrough the mapping is of the mount's page cache; that is not asserted here.)

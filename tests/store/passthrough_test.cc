@@ -1,6 +1,7 @@
 // Passthrough as the store decides it: which opens get a backing file, and what the kernel's
 // rule of one backing file per inode, and no mix with cached opens, asks of the store.
 #include <fcntl.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <string>
@@ -89,7 +90,7 @@ TEST_F(StoreSmallPassthroughTest, SmallEntriesAreReadThroughTheDaemon) {
   ASSERT_EQ(store().lookup(obj, control::kPop, Other(), &attr), 0);
   ASSERT_EQ(store().open(attr.ino, O_RDONLY, Other(), &a), 0);
   EXPECT_EQ(a.backing_id, 0);
-  EXPECT_TRUE(a.direct_io) << "a pop without a backing file reads direct";
+  EXPECT_EQ(a.cache_fill.length, 7u) << "a small pop without a backing file fills the cache";
   ASSERT_EQ(store().release(a.fh), 0);
 }
 
@@ -129,19 +130,59 @@ TEST_F(StorePassthroughTest, ASecondOpenOfAPopTicketFailsBeforeClaimingAnything)
   ASSERT_EQ(store().release(first.fh), 0);
 }
 
-TEST_F(StorePassthroughTest, WithoutBackingFilesASecondOpenOfAPopTicketPopsAgain) {
+// Past 64 KiB, a pop without a backing file is read direct: each of a ticket's opens is its own.
+TEST_F(StorePassthroughTest, WithoutBackingFilesASecondOpenOfALargePopTicketPopsAgain) {
   store().set_backing_files(nullptr);
   Ino obj = MakeObject("o");
-  Put(obj, "a", "1");
-  Put(obj, "b", "2");
+  const std::string a(64 * 1024 + 1, 'a');
+  const std::string b(64 * 1024 + 1, 'b');
+  Put(obj, "a", a);
+  Put(obj, "b", b);
   const Ino ticket = Ticket(obj, control::kPop, Other());
   OpenFile first, second;
   ASSERT_EQ(store().open(ticket, O_RDONLY, Other(), &first), 0);
+  EXPECT_TRUE(first.direct_io);
+  EXPECT_EQ(first.cache_fill.fd, -1);
   ASSERT_EQ(store().open(ticket, O_RDONLY, Other(), &second), 0);
-  EXPECT_EQ(Contents(second.fh), "2");
+  EXPECT_TRUE(Contents(second.fh) == b);
   EXPECT_EQ(Xattr(obj, xattr::kEntries), "0");
   ASSERT_EQ(store().release(first.fh), 0);
   ASSERT_EQ(store().release(second.fh), 0);
+}
+
+// A pop of up to 64 KiB without a backing file goes to its inode's page cache at the open, and
+// the inode is then its alone until it closes.
+TEST_F(StorePassthroughTest, ASmallPopFillsThePageCacheAndKeepsItsTicket) {
+  store().set_backing_files(nullptr);
+  Ino obj = MakeObject("o");
+  const std::string a(64 * 1024, 'a');
+  Put(obj, "a", a);
+  Put(obj, "b", "2");
+  const Ino ticket = Ticket(obj, control::kPop, Other());
+  OpenFile first;
+  ASSERT_EQ(store().open(ticket, O_RDONLY, Other(), &first), 0);
+  EXPECT_FALSE(first.direct_io);
+  EXPECT_TRUE(first.keep_cache);
+  EXPECT_TRUE(first.rebound);
+  ASSERT_GE(first.cache_fill.fd, 0);
+  EXPECT_EQ(first.cache_fill.offset, 0u);
+  ASSERT_EQ(first.cache_fill.length, a.size());
+  std::string filled(a.size(), '\0');
+  ASSERT_EQ(::pread(first.cache_fill.fd, filled.data(), filled.size(), 0),
+            static_cast<ssize_t>(filled.size()));
+  EXPECT_TRUE(filled == a) << "the span is the popped entry's bytes";
+
+  OpenFile second;
+  EXPECT_EQ(store().open(ticket, O_RDONLY, Other(), &second), EBUSY)
+      << "the inode's page cache holds the first pop (reopening /proc/self/fd/N)";
+  EXPECT_EQ(Xattr(obj, xattr::kEntries), "1") << "b is still there";
+  ASSERT_EQ(store().release(first.fh), 0);
+
+  OpenFile next;
+  ASSERT_EQ(store().open(ticket, O_RDONLY, Other(), &next), 0) << "closed, the ticket is free";
+  EXPECT_EQ(next.cache_fill.length, 1u);
+  EXPECT_EQ(Contents(next.fh), "2");
+  ASSERT_EQ(store().release(next.fh), 0);
 }
 
 TEST_F(StorePassthroughTest, AFailedRegistrationTurnsPassthroughOffForGood) {
