@@ -61,9 +61,10 @@ constexpr std::size_t kHeadroom = 256;
 static_assert(kHeadroom >= sizeof(fuse_in_header) + sizeof(ReqHeader::op_in));
 
 constexpr std::uint64_t kWakeTag = 0;  // user_data of the read of a worker's eventfd
-// A worker submits a few commands at a time, but every registered entry and the eventfd read
-// may complete at once: the completion queue holds that many, with room for thousands of
-// parked pops.
+// A worker submits a few commands at a time (next_sqe() hands a full queue to the kernel). But
+// every entry of its queue, and the eventfd read, may complete at once, and a queue gains an
+// entry for each pop that waits: the completion queue has room for 4,095 entries, and past that
+// the kernel keeps what overflows until the worker has reaped the rest (IORING_FEAT_NODROP).
 constexpr unsigned kRingDepth = 64;
 constexpr unsigned kCompletionDepth = 4096;
 
@@ -267,18 +268,21 @@ void FuseRing::stop() {
 
 namespace {
 
+// The next free submission entry. When the queue is full, what is queued goes to the kernel
+// first; nullptr if the kernel keeps refusing it.
 io_uring_sqe* next_sqe(io_uring* ring) {
-  io_uring_sqe* sqe = io_uring_get_sqe(ring);
-  while (sqe == nullptr) {  // full: hand what is queued to the kernel first
-    io_uring_submit(ring);
-    sqe = io_uring_get_sqe(ring);
+  constexpr int kTries = 100;
+  for (int i = 0; i < kTries; ++i) {
+    if (io_uring_sqe* sqe = io_uring_get_sqe(ring)) return sqe;
+    if (int rc = io_uring_submit(ring); rc < 0 && rc != -EINTR && rc != -EAGAIN) break;
   }
-  return sqe;
+  return nullptr;
 }
 
-void prep_command(io_uring* ring, int dev_fd, std::uint32_t op, void* tag, const iovec* iov,
+bool prep_command(io_uring* ring, int dev_fd, std::uint32_t op, void* tag, const iovec* iov,
                   std::uint64_t commit_id, unsigned qid) {
   io_uring_sqe* sqe = next_sqe(ring);
+  if (sqe == nullptr) return false;
   std::memset(sqe, 0, 2 * sizeof *sqe);  // SQE128: the command area runs into the second half
   sqe->opcode = IORING_OP_URING_CMD;
   sqe->fd = dev_fd;
@@ -288,6 +292,7 @@ void prep_command(io_uring* ring, int dev_fd, std::uint32_t op, void* tag, const
   sqe->user_data = reinterpret_cast<std::uintptr_t>(tag);
   const CmdReq req{0, commit_id, static_cast<std::uint16_t>(qid), {}};
   std::memcpy(sqe->cmd, &req, sizeof req);
+  return true;
 }
 
 // A queue serves the requests of its CPU: its threads run there, so that none waits for a
@@ -317,20 +322,19 @@ void dont_preempt_on_wakeup(unsigned qid) {
   }
 }
 
-void arm_wake(io_uring* ring, int fd, std::uint64_t* count) {
+bool arm_wake(io_uring* ring, int fd, std::uint64_t* count) {
   io_uring_sqe* sqe = next_sqe(ring);
+  if (sqe == nullptr) return false;
   io_uring_prep_read(sqe, fd, count, sizeof *count, 0);
   sqe->user_data = kWakeTag;
+  return true;
 }
 
 }  // namespace
 
-bool FuseRing::add_entry(Worker& worker) {
+int FuseRing::add_entry(Worker& worker) {
   auto entry = std::make_unique<Entry>(max_payload_);
-  if (entry->buffer == MAP_FAILED) {
-    spdlog::error("FUSE ring: queue {}: no memory for another entry", worker.qid);
-    return false;
-  }
+  if (entry->buffer == MAP_FAILED) return ENOMEM;
   entry->owner = &worker;
   entry->iov[0] = {&entry->header, sizeof entry->header};
   entry->iov[1] = {entry->buffer + kHeadroom, max_payload_};
@@ -339,14 +343,15 @@ bool FuseRing::add_entry(Worker& worker) {
     std::lock_guard lock(entries_mu_);
     entries_.push_back(std::move(entry));
   }
-  prep_command(&worker.ring, dev_fd_, kCmdRegister, e, e->iov, 0, worker.qid);
-  return true;
+  return prep_command(&worker.ring, dev_fd_, kCmdRegister, e, e->iov, 0, worker.qid) ? 0 : EBUSY;
 }
 
 void FuseRing::commit(Worker& worker, Entry& entry) {
   entry.state.store(kWaiting, std::memory_order_relaxed);
-  prep_command(&worker.ring, dev_fd_, kCmdCommitAndFetch, &entry, entry.iov, entry.commit_id,
-               worker.qid);
+  if (!prep_command(&worker.ring, dev_fd_, kCmdCommitAndFetch, &entry, entry.iov,
+                    entry.commit_id, worker.qid)) {
+    give_up(worker, "committing an answer", EBUSY);
+  }
 }
 
 // Copies a reply (fuse_out_header, then its payload) into the entry of the request it answers.
@@ -441,7 +446,7 @@ void FuseRing::serve(Worker& worker, Entry& entry) {
     // is committed there (a registration does not take it up), and the answer this one owes
     // may depend on it. So have the kicker make a request on this CPU, which the new entry
     // takes and whose commit takes up the oldest queued one.
-    if (!add_entry(worker)) return give_up(worker, "another entry", ENOMEM);
+    if (int err = add_entry(worker); err != 0) return give_up(worker, "another entry", err);
     io_uring_submit(&worker.ring);
     request_kick(worker);
   } else {
@@ -499,8 +504,10 @@ void FuseRing::run(Worker& worker) {
       rc < 0) {
     return give_up(worker, "enabling the ring", -rc);
   }
-  arm_wake(&worker.ring, worker.wake_fd, &worker.wake_count);
-  if (!add_entry(worker)) return give_up(worker, "the first entry", ENOMEM);
+  if (!arm_wake(&worker.ring, worker.wake_fd, &worker.wake_count)) {
+    return give_up(worker, "waiting for answers", EBUSY);
+  }
+  if (int err = add_entry(worker); err != 0) return give_up(worker, "the first entry", err);
   bool served = false;  // until then, a failed registration leaves the queue without an entry
   while (running_.load(std::memory_order_relaxed)) {
     const int rc = io_uring_submit_and_wait(&worker.ring, 1);
@@ -517,8 +524,9 @@ void FuseRing::run(Worker& worker) {
           ready.swap(worker.ready);
         }
         for (Entry* e : ready) commit(worker, *e);
-        if (running_.load(std::memory_order_relaxed)) {
-          arm_wake(&worker.ring, worker.wake_fd, &worker.wake_count);
+        if (running_.load(std::memory_order_relaxed) &&
+            !arm_wake(&worker.ring, worker.wake_fd, &worker.wake_count)) {
+          return give_up(worker, "waiting for answers", EBUSY);
         }
         continue;
       }

@@ -64,9 +64,10 @@ class FuseRing {
   struct Worker;
 
   void run(Worker& worker);
-  bool add_entry(Worker& worker);  // false (logged) if out of memory
+  // Registers another entry: 0, ENOMEM, or EBUSY when the kernel takes no more commands.
+  int add_entry(Worker& worker);
   void fill(Entry& entry, fuse_out_header out, const iovec* iov, int count);
-  void commit(Worker& worker, Entry& entry);
+  void commit(Worker& worker, Entry& entry);  // gives up if the kernel takes no more commands
   void serve(Worker& worker, Entry& entry);
   void request_kick(Worker& worker);
   void kick(Worker& worker);
