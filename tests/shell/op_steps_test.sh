@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# bench/op_steps, the step-by-step timing of docs/benchmarks.md, runs against a mount: a line
+# per step, and the object it used is left empty. (How long the steps take is not judged.)
+#
+# usage: tests/shell/op_steps_test.sh SMOSD_PATH     (op_steps is built next to smosd)
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+OP_STEPS=$(dirname "$SMOSD")/op_steps
+[[ -x $OP_STEPS ]] || fail "$OP_STEPS is not built"
+
+start_daemon --reset --memory=64M
+mkdir "$mnt/q"
+
+step "op_steps on an object: nine steps, each with a time"
+out=$(timeout 60 "$OP_STEPS" "$mnt/q" 50 --cpu 0)
+echo "$out"
+expect_eq "$(grep -cE '^  [.a-z ]+ +[0-9]+\.[0-9]+ us$' <<<"$out")" 9 "step lines"
+
+step "it leaves the object empty"
+expect_eq "$(xattr user.smos.entries "$mnt/q")" 0 "entries"
+
+step "bad input: a directory that is no object"
+rc=0
+timeout 60 "$OP_STEPS" "$mnt/no-such-object" 5 2>"$files/err" || rc=$?
+expect_eq "$rc" 1 "exit status"
+grep -q "open .push" "$files/err" || fail "no reason given: $(cat "$files/err")"
