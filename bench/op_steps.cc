@@ -45,12 +45,28 @@ bool fail(const char* what) {
   return false;
 }
 
-// open(O_WRONLY), write, close of `push`; then open, read, close of `pop`. Steps 0-5.
+// open, read of 4 KiB, close of `path`, timed into steps[first..first + 2].
+bool open_read_close(const std::string& path, int flags, std::vector<char>& buf,
+                     std::vector<Step>& steps, std::size_t first) {
+  Clock::time_point t = Clock::now();
+  const int fd = ::open(path.c_str(), flags);
+  if (fd < 0) return fail(("open " + path).c_str());
+  steps[first].us.push_back(since(t));
+  if (::read(fd, buf.data(), buf.size()) != static_cast<ssize_t>(buf.size())) {
+    return fail(("read " + path).c_str());
+  }
+  steps[first + 1].us.push_back(since(t));
+  ::close(fd);
+  steps[first + 2].us.push_back(since(t));
+  return true;
+}
+
+// open(O_WRONLY), write, close of `push` (steps 0-2); then the same entry's pop (steps 3-5).
 bool push_pop(const std::string& push, const std::string& pop, std::vector<char>& buf,
               std::vector<Step>& steps) {
   Clock::time_point t = Clock::now();
-  int fd = ::open(push.c_str(), O_WRONLY);
-  if (fd < 0) return fail("open .push");
+  const int fd = ::open(push.c_str(), O_WRONLY);
+  if (fd < 0) return fail(("open " + push).c_str());
   steps[0].us.push_back(since(t));
   if (::write(fd, buf.data(), buf.size()) != static_cast<ssize_t>(buf.size())) {
     return fail("write");
@@ -58,31 +74,7 @@ bool push_pop(const std::string& push, const std::string& pop, std::vector<char>
   steps[1].us.push_back(since(t));
   if (::close(fd) != 0) return fail("close of the push");
   steps[2].us.push_back(since(t));
-  fd = ::open(pop.c_str(), O_RDONLY | O_NONBLOCK);
-  if (fd < 0) return fail("open .pop");
-  steps[3].us.push_back(since(t));
-  if (::read(fd, buf.data(), buf.size()) != static_cast<ssize_t>(buf.size())) {
-    return fail("read of the pop");
-  }
-  steps[4].us.push_back(since(t));
-  ::close(fd);
-  steps[5].us.push_back(since(t));
-  return true;
-}
-
-// open, read, close of `latest`. Steps 6-8.
-bool read_latest(const std::string& latest, std::vector<char>& buf, std::vector<Step>& steps) {
-  Clock::time_point t = Clock::now();
-  const int fd = ::open(latest.c_str(), O_RDONLY);
-  if (fd < 0) return fail("open .latest");
-  steps[6].us.push_back(since(t));
-  if (::read(fd, buf.data(), buf.size()) != static_cast<ssize_t>(buf.size())) {
-    return fail("read of .latest");
-  }
-  steps[7].us.push_back(since(t));
-  ::close(fd);
-  steps[8].us.push_back(since(t));
-  return true;
+  return open_read_close(pop, O_RDONLY | O_NONBLOCK, buf, steps, 3);
 }
 
 }  // namespace
@@ -129,7 +121,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   for (int i = 0; i < rounds; ++i) {
-    if (!read_latest(latest, buf, steps)) return 1;
+    if (!open_read_close(latest, O_RDONLY, buf, steps, 6)) return 1;
   }
   ::close(::open(pop.c_str(), O_RDONLY | O_NONBLOCK));
   std::printf("%d rounds of 4 KiB, medians%s\n", rounds, cpu >= 0 ? ", held on one CPU" : "");
