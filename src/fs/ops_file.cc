@@ -38,11 +38,11 @@ void finish_open(fuse_req_t req, fuse_ino_t ino, Store& store, OpenFile file,
                  fuse_file_info fi) {
   fuse_session* session = static_cast<Context*>(fuse_req_userdata(req))->session;
   const bool fill = file.keep_cache && file.cache_fill.fd >= 0;
-  if (file.rebound) {
-    // The attributes, and for a fill whatever the inode's page cache held: no round trip.
-    fuse_lowlevel_notify_inval_inode(session, ino, fill ? 0 : -1, 0);
-  }
-  if (fill && !fill_cache(session, ino, file.cache_fill)) {
+  // The attributes, and for a fill whatever the inode's page cache held: no round trip.
+  const int inval = file.rebound ? fuse_lowlevel_notify_inval_inode(session, ino, fill ? 0 : -1, 0)
+                                 : 0;
+  if (fill && (inval != 0 || !fill_cache(session, ino, file.cache_fill))) {
+    spdlog::warn("open of inode {}: cannot give the kernel its bytes; it reads them direct", ino);
     file.direct_io = true;  // the bytes come by READ, as if they had never been offered
     file.keep_cache = false;
   }

@@ -156,6 +156,7 @@ struct FuseRing::Worker {
   std::vector<std::thread> kickers;  // pinned with the worker; see request_kick()
   std::atomic<bool> kicking{true};   // until stop()
   std::atomic<int> idle_kickers{0};  // kickers waiting for a kick that none has claimed
+  std::atomic<bool> gave_up{false};  // give_up() has stopped the daemon: serve nothing more
 };
 
 FuseRing::FuseRing() = default;
@@ -275,6 +276,7 @@ io_uring_sqe* next_sqe(io_uring* ring) {
   for (int i = 0; i < kTries; ++i) {
     if (io_uring_sqe* sqe = io_uring_get_sqe(ring)) return sqe;
     if (int rc = io_uring_submit(ring); rc < 0 && rc != -EINTR && rc != -EAGAIN) break;
+    std::this_thread::yield();
   }
   return nullptr;
 }
@@ -489,7 +491,8 @@ void FuseRing::kick(Worker& worker) {
 
 // A queue that nobody serves holds its CPU's requests for good: stop the daemon instead, which
 // unmounts and lets the kernel fail them.
-void FuseRing::give_up(const Worker& worker, const char* what, int err) {
+void FuseRing::give_up(Worker& worker, const char* what, int err) {
+  if (worker.gave_up.exchange(true, std::memory_order_acq_rel)) return;  // said and done once
   spdlog::error("FUSE ring: queue {}: {}: {}; stopping, as that CPU's requests would wait forever "
                 "(smosd --no-io-uring serves through /dev/fuse)",
                 worker.qid, what, std::strerror(err));
@@ -509,11 +512,11 @@ void FuseRing::run(Worker& worker) {
   }
   if (int err = add_entry(worker); err != 0) return give_up(worker, "the first entry", err);
   bool served = false;  // until then, a failed registration leaves the queue without an entry
-  while (running_.load(std::memory_order_relaxed)) {
+  while (running_.load(std::memory_order_relaxed) && !worker.gave_up.load()) {
     const int rc = io_uring_submit_and_wait(&worker.ring, 1);
     if (rc < 0 && rc != -EINTR) return give_up(worker, "io_uring_enter", -rc);
     io_uring_cqe* cqe;
-    while (io_uring_peek_cqe(&worker.ring, &cqe) == 0) {
+    while (!worker.gave_up.load() && io_uring_peek_cqe(&worker.ring, &cqe) == 0) {
       const std::uint64_t tag = cqe->user_data;
       const int res = cqe->res;
       io_uring_cqe_seen(&worker.ring, cqe);

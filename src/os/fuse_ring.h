@@ -71,7 +71,8 @@ class FuseRing {
   void serve(Worker& worker, Entry& entry);
   void request_kick(Worker& worker);
   void kick(Worker& worker);
-  void give_up(const Worker& worker, const char* what, int err);
+  // Logs why this queue cannot go on, once, and stops the daemon.
+  void give_up(Worker& worker, const char* what, int err);
 
   std::vector<std::unique_ptr<Worker>> workers_;
   int dev_fd_ = -1;

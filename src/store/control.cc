@@ -72,15 +72,18 @@ int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr*
     }
     // An empty object's .latest still exists, as a ticket that no open binds (see open_ticket).
   }
-  const pid_t tid = control == Control::kLatest ? 0 : caller.pid;  // nothing binds it
-  Ino& idle = ort.idle_tickets[{control, tid}];
-  if (idle == 0) {
-    idle = meta_->header().next_ino++;
-    tickets_.emplace(idle, Ticket{o, control, tid, std::nullopt});
+  // A thread's unopened ticket is handed out again. Callers from outside smosd's pid namespace
+  // all come as pid 0, and two of them must not walk to one ticket: each gets a new one.
+  const pid_t tid = control == Control::kLatest ? 0 : caller.pid;  // nothing binds .latest's
+  Ino fresh = 0;
+  Ino& ino = tid == 0 && control != Control::kLatest ? fresh : ort.idle_tickets[{control, tid}];
+  if (ino == 0) {
+    ino = meta_->header().next_ino++;
+    tickets_.emplace(ino, Ticket{o, control, tid, std::nullopt});
   }
-  Ticket& t = tickets_.at(idle);
+  Ticket& t = tickets_.at(ino);
   t.lookups++;
-  *out = ticket_attr(idle, t);
+  *out = ticket_attr(ino, t);
   return 0;
 }
 
@@ -313,7 +316,7 @@ void Store::drop_ticket_if_unused(Ino ino) {
   if (t.lookups == 0) {
     if (slot != idle.end() && slot->second == ino) idle.erase(slot);
     tickets_.erase(it);
-  } else if (slot == idle.end()) {
+  } else if (slot == idle.end() && (t.tid != 0 || t.kind == Control::kLatest)) {  // see lookup
     idle.emplace(std::pair{t.kind, t.tid}, ino);
   }
 }

@@ -287,6 +287,9 @@ int Store::create(Ino parent, std::string_view name, mode_t mode, int flags,
 
 int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter* waiter) {
   Guard guard(*this);
+  // Nothing is truncated by a read-only open. The kernel would empty the inode's size and page
+  // cache anyway once it succeeded (atomic O_TRUNC), under its other readers' mappings.
+  if ((flags & O_ACCMODE) == O_RDONLY && (flags & O_TRUNC)) return EPERM;
   if (auto t = tickets_.find(ino); t != tickets_.end()) {
     return open_ticket(ino, t->second, flags, caller, out, waiter);
   }

@@ -185,6 +185,40 @@ TEST_F(StorePassthroughTest, ASmallPopFillsThePageCacheAndKeepsItsTicket) {
   ASSERT_EQ(store().release(next.fh), 0);
 }
 
+// Callers from outside smosd's pid namespace all come as pid 0: each lookup of theirs gets a
+// ticket of its own, so that two of them never open one.
+TEST_F(StorePassthroughTest, CallersWithoutAPidGetATicketEachAndPopConcurrently) {
+  store().set_backing_files(nullptr);
+  Ino obj = MakeObject("o");
+  Put(obj, "a", "1");
+  Put(obj, "b", "2");
+  Caller nobody = Other();
+  nobody.pid = 0;
+  const Ino first = Ticket(obj, control::kPop, nobody);
+  const Ino second = Ticket(obj, control::kPop, nobody);
+  EXPECT_NE(first, second);
+  OpenFile a, b;
+  ASSERT_EQ(store().open(first, O_RDONLY, nobody, &a), 0);
+  ASSERT_EQ(store().open(second, O_RDONLY, nobody, &b), 0);
+  EXPECT_EQ(Contents(a.fh), "1");
+  EXPECT_EQ(Contents(b.fh), "2");
+  ASSERT_EQ(store().release(a.fh), 0);
+  ASSERT_EQ(store().release(b.fh), 0);
+  EXPECT_NE(Ticket(obj, control::kPop, nobody), first) << "not handed out again either";
+}
+
+// Nothing is truncated by a read-only open: EPERM, and nothing is claimed.
+TEST_F(StorePassthroughTest, AReadOnlyOpenWithOTruncIsRefused) {
+  Ino obj = MakeObject("o");
+  const Ino e = Put(obj, "e", "bytes");
+  OpenFile file;
+  EXPECT_EQ(store().open(e, O_RDONLY | O_TRUNC, Other(), &file), EPERM);
+  EXPECT_EQ(store().open(Ticket(obj, control::kPop, Other()), O_RDONLY | O_TRUNC, Other(), &file),
+            EPERM);
+  EXPECT_EQ(Xattr(obj, xattr::kEntries), "1");
+  EXPECT_EQ(ContentsOf(e, Other()), "bytes");
+}
+
 TEST_F(StorePassthroughTest, AFailedRegistrationTurnsPassthroughOffForGood) {
   class Refusing : public Store::BackingFiles {
    public:
