@@ -1261,14 +1261,24 @@ std::string load_average() {
   return one + " " + five + " " + fifteen;
 }
 
+// How long an idle vCPU polls before it halts, where the guest's cpuidle-haltpoll driver says:
+// waking a halted one costs tens of microseconds, which the latency lines pay whenever the
+// scheduler moves the benchmark to the other CPU (docs/benchmarks.md, "What bounds").
+std::string idle_poll() {
+  std::ifstream in("/sys/module/haltpoll/parameters/guest_halt_poll_ns");
+  std::string ns;
+  if (!(in >> ns)) return "";
+  return ", guest_halt_poll_ns " + ns;
+}
+
 void print_table(const Bench& b, const Options& o, double seconds, const std::string& load0) {
   utsname u;
   ::uname(&u);
   const bool md = o.markdown;
-  std::printf("smos_bench %s: %s, nproc %ld, kernel %s, %.0f s, load average %s -> %s\n",
+  std::printf("smos_bench %s: %s, nproc %ld, kernel %s%s, %.0f s, load average %s -> %s\n",
               o.quick ? "--quick (reduced sizes; not comparable to the targets)" : "default",
-              today().c_str(), ::sysconf(_SC_NPROCESSORS_ONLN), u.release, seconds, load0.c_str(),
-              load_average().c_str());
+              today().c_str(), ::sysconf(_SC_NPROCESSORS_ONLN), u.release, idle_poll().c_str(),
+              seconds, load0.c_str(), load_average().c_str());
   std::printf("smosd: %s%s%s (passthrough %s, requests through %s)\n%s", o.smosd.c_str(),
               o.passthrough ? "" : " --no-passthrough", o.ring ? "" : " --no-io-uring",
               o.passthrough_on ? "on" : "off", o.ring_on ? "io_uring" : "/dev/fuse",
