@@ -144,16 +144,11 @@ void Store::bind_ticket(Ino ino, Ticket& t, std::uint32_t e) {
 // otherwise ask for the size first). Either way its cached attributes are stale (`rebound`) for
 // fstat(2).
 OpenFile Store::open_popped(Ino ino, Ticket& t, std::uint32_t e) {
-  // A ticket opened twice (through /proc/self/fd) stands for two entries, but the kernel has one
-  // backing file and one page cache per inode: a second open reads direct, or fails (see
-  // open_ticket()).
-  const bool first = t.handles == 0;
-  const int backing = first ? backing_of(e) : 0;
+  const int backing = backing_of(e);
   const std::uint64_t size = ent(e).size;
-  const bool fill = first && backing == 0 && size <= kMaxCacheFill;
+  const bool fill = backing == 0 && size <= kMaxCacheFill;
   bind_ticket(ino, t, e);
   t.handles++;
-  t.owns_inode = backing != 0 || fill;
   OpenFile file{new_fh(e, false, ino, backing), !fill, fill, true};
   file.backing_id = backing;
   if (fill) file.cache_fill = IoSpan{entry_rt_[e].segment.fd(), 0, size};
@@ -188,9 +183,10 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
   }
 
   if (writable) return EPERM;
-  // A second entry cannot share this inode's backing file or page cache: fail before anything
-  // is claimed.
-  if (t.owns_inode) return EBUSY;
+  // Every path walk looks a ticket up for itself, so an open pop's ticket is opened again only
+  // through /proc/self/fd/N. Its inode is that pop's (its page cache or backing file, its
+  // attributes): fail before anything is claimed.
+  if (t.kind == Control::kPop && t.handles > 0) return EBUSY;
   commit_closed(o, {}, nullptr);  // the writer's own too: it closed them
   if (t.kind == Control::kLatest) {
     if (!t.alias) {
@@ -306,7 +302,6 @@ void Store::drop_ticket_if_unused(Ino ino) {
     return;
   }
   t.entry.reset();
-  t.owns_inode = false;
   if (t.object == layout::kNoObject) {
     if (t.lookups == 0) tickets_.erase(it);
     return;

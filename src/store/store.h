@@ -232,9 +232,6 @@ class Store {
     std::uint64_t lookups = 0;  // kernel references
     std::uint32_t handles = 0;
     bool alias = false;  // a .latest alias: bound at lookup, for good
-    bool owns_inode = false;  // its open handle reads through the inode (a backing file, which
-                              // the kernel ties to the inode, or a page cache filled at the
-                              // open) until that handle closes
   };
   struct QueuedWaiter {
     Ino ticket;
