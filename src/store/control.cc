@@ -161,8 +161,13 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
   const std::uint32_t o = t.object;
   const bool writable = (flags & O_ACCMODE) != O_RDONLY;
 
+  // Every path walk looks a ticket up for itself, so an open push's or pop's ticket is opened
+  // again only through /proc/self/fd/N. Its inode is that entry's (its attributes and xattrs,
+  // and a pop's page cache or backing file): fail before anything is created or claimed.
+  const bool reopened = t.kind != Control::kLatest && t.handles > 0;
   if (t.kind == Control::kPush) {
     if (!writable) return EPERM;
+    if (reopened) return EBUSY;
     const std::uint64_t seq = obj(o).next_seq;
     char name[control::kSeqNameWidth + 1];
     std::snprintf(name, sizeof name, "%0*" PRIu64, static_cast<int>(control::kSeqNameWidth), seq);
@@ -183,10 +188,7 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
   }
 
   if (writable) return EPERM;
-  // Every path walk looks a ticket up for itself, so an open pop's ticket is opened again only
-  // through /proc/self/fd/N. Its inode is that pop's (its page cache or backing file, its
-  // attributes): fail before anything is claimed.
-  if (t.kind == Control::kPop && t.handles > 0) return EBUSY;
+  if (reopened) return EBUSY;
   commit_closed(o, {}, nullptr);  // the writer's own too: it closed them
   if (t.kind == Control::kLatest) {
     if (!t.alias) {

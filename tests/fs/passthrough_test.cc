@@ -357,9 +357,10 @@ TEST_P(SmallEntryTest, OneThreadsSmallPopsOfEverySizeGiveExactlyTheirBytes) {
   EXPECT_EQ(OpenErr(queue + "/" + control::kPop, O_RDONLY | O_NONBLOCK), Err(EAGAIN));
 }
 
-// Reopening an open small pop through /proc/self/fd would make its inode stand for a second
-// entry, whose bytes its one page cache cannot also hold: EBUSY, and nothing is claimed.
-TEST_P(SmallEntryTest, ReopeningAnOpenSmallPopIsRefusedAndLosesNothing) {
+// Reopening an open pop or push through /proc/self/fd would make its inode stand for a second
+// entry (a small pop's one page cache cannot also hold its bytes): EBUSY, and nothing is
+// claimed or created.
+TEST_P(SmallEntryTest, ReopeningAnOpenPopOrPushIsRefusedAndLosesNothing) {
   const std::string queue = MakeObject("queue");
   ASSERT_EQ(WriteFile(queue + "/" + control::kPush, "first"), kOk);
   ASSERT_EQ(WriteFile(queue + "/" + control::kPush, "second"), kOk);
@@ -369,6 +370,18 @@ TEST_P(SmallEntryTest, ReopeningAnOpenSmallPopIsRefusedAndLosesNothing) {
   EXPECT_EQ(GetXattr(queue, xattr::kEntries), "1");
   EXPECT_TRUE(ReadFd(fd.get()) == "first");
   EXPECT_TRUE(ReadFile(queue + "/" + control::kPop) == "second");
+
+  // A push likewise: its descriptor goes on naming its own entry.
+  Fd push = Open(queue + "/" + control::kPush, O_WRONLY);
+  ASSERT_TRUE(push.ok()) << LastErr();
+  const Text name = FGetXattr(push.get(), xattr::kName);
+  ASSERT_TRUE(name.ok()) << name.err;
+  EXPECT_EQ(OpenErr("/proc/self/fd/" + std::to_string(push.get()), O_WRONLY), Err(EBUSY));
+  EXPECT_EQ(FGetXattr(push.get(), xattr::kName).value, name.value);
+  ASSERT_EQ(WriteAll(push.get(), "third"), kOk);
+  ASSERT_EQ(push.Close(), kOk);
+  EXPECT_TRUE(ReadFile(queue + "/" + control::kPop) == "third");
+  EXPECT_EQ(GetXattr(queue, xattr::kEntries), "0");
 }
 
 // A read-only open with O_TRUNC truncates nothing: EPERM, before the kernel would empty the

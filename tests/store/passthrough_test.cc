@@ -207,6 +207,22 @@ TEST_F(StorePassthroughTest, CallersWithoutAPidGetATicketEachAndPopConcurrently)
   EXPECT_NE(Ticket(obj, control::kPop, nobody), first) << "not handed out again either";
 }
 
+// A push's ticket is its entry's while it is open: a second open (through /proc/self/fd/N)
+// fails before another entry is made on the same inode.
+TEST_F(StorePassthroughTest, ASecondOpenOfAnOpenPushTicketCreatesNothing) {
+  Ino obj = MakeObject("o");
+  const Ino ticket = Ticket(obj, control::kPush, Other());
+  OpenFile first, second;
+  ASSERT_EQ(store().open(ticket, O_WRONLY, Other(), &first), 0);
+  EXPECT_EQ(store().open(ticket, O_WRONLY, Other(), &second), EBUSY);
+  ASSERT_EQ(Write(first.fh, 0, "pushed"), 0);
+  ASSERT_EQ(store().release(first.fh), 0);
+  EXPECT_EQ(Xattr(obj, xattr::kEntries), "1") << "the first push only";
+  OpenFile next;
+  ASSERT_EQ(store().open(ticket, O_WRONLY, Other(), &next), 0) << "closed, the ticket is free";
+  ASSERT_EQ(store().release(next.fh), 0);
+}
+
 // Nothing is truncated by a read-only open: EPERM, and nothing is claimed.
 TEST_F(StorePassthroughTest, AReadOnlyOpenWithOTruncIsRefused) {
   Ino obj = MakeObject("o");
