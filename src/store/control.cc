@@ -72,11 +72,9 @@ int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr*
     }
     // An empty object's .latest still exists, as a ticket that no open binds (see open_ticket).
   }
-  // A thread's unopened ticket is handed out again. Callers from outside smosd's pid namespace
-  // all come as pid 0, and two of them must not walk to one ticket: each gets a new one.
   const pid_t tid = control == Control::kLatest ? 0 : caller.pid;  // nothing binds .latest's
   Ino fresh = 0;
-  Ino& ino = tid == 0 && control != Control::kLatest ? fresh : ort.idle_tickets[{control, tid}];
+  Ino& ino = handed_out_again(control, tid) ? ort.idle_tickets[{control, tid}] : fresh;
   if (ino == 0) {
     ino = meta_->header().next_ino++;
     tickets_.emplace(ino, Ticket{o, control, tid, std::nullopt});
@@ -313,7 +311,7 @@ void Store::drop_ticket_if_unused(Ino ino) {
   if (t.lookups == 0) {
     if (slot != idle.end() && slot->second == ino) idle.erase(slot);
     tickets_.erase(it);
-  } else if (slot == idle.end() && (t.tid != 0 || t.kind == Control::kLatest)) {  // see lookup
+  } else if (slot == idle.end() && handed_out_again(t.kind, t.tid)) {
     idle.emplace(std::pair{t.kind, t.tid}, ino);
   }
 }

@@ -211,6 +211,12 @@ class Store {
   };
   // The kinds of ticket. A .latest ticket stands in for an empty object's newest entry.
   enum class Control : std::uint8_t { kPush, kPop, kLatest };
+  // Whether a lookup hands out a thread's unopened ticket of this kind again. Callers from
+  // outside smosd's pid namespace all come as pid 0, and two of them must not walk to one
+  // ticket: each gets a new one.
+  static bool handed_out_again(Control kind, pid_t tid) {
+    return tid != 0 || kind == Control::kLatest;
+  }
   struct ObjectRt {
     std::map<std::string, std::uint32_t, std::less<>> committed;  // name -> current version
     std::set<std::pair<std::uint64_t, std::uint32_t>> by_seq;     // (seq, entry), committed
