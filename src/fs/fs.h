@@ -48,6 +48,10 @@ inline Store& store_of(fuse_req_t req) {
   return *static_cast<Context*>(fuse_req_userdata(req))->store;
 }
 
+inline os::FuseChannel& channel_of(fuse_req_t req) {
+  return static_cast<Context*>(fuse_req_userdata(req))->channel;
+}
+
 Caller caller_of(fuse_req_t req);
 void fill_stat(const Attr& attr, struct stat* st);
 // Replies with an entry for `attr`, with cache timeouts that suit its kind.

@@ -202,12 +202,21 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
       return 0;
     });
   }
+  // The closer's next requests must find what the release does to its entry.
+  bool settles = false;
+  guarded("flush", [&] {
+    settles = err == 0 && store_of(req).settles_at_release(fi->fh);
+    return 0;
+  });
+  if (settles) channel_of(req).expect_release(fi->fh, fuse_req_ctx(req)->pid);
   fuse_reply_err(req, err);
 }
 
 // Valid replies: fuse_reply_err.
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  fuse_reply_err(req, guarded("release", [&] { return store_of(req).release(fi->fh); }));
+  const int err = guarded("release", [&] { return store_of(req).release(fi->fh); });
+  channel_of(req).released(fi->fh);
+  fuse_reply_err(req, err);
 }
 
 // Bytes live in shared memory; there is nothing to make durable.

@@ -74,7 +74,8 @@ bool FuseChannel::bump_epoch(int dev_fd) {
 }
 
 ssize_t FuseChannel::read(int fd, void* buf, std::size_t len) {
-  ssize_t n = ::read(fd, buf, len);
+  const ssize_t n = ::read(fd, buf, len);
+  if (n > 0) releases_.received(buf, static_cast<std::size_t>(n));
   if (n >= static_cast<ssize_t>(sizeof(fuse_in_header) + sizeof(fuse_init_in)) &&
       init_unique_.load(std::memory_order_relaxed) == 0) {
     fuse_in_header in;
@@ -97,6 +98,7 @@ ssize_t FuseChannel::read(int fd, void* buf, std::size_t len) {
       }
     }
   }
+  if (n > 0) releases_.wait_turn(buf, static_cast<std::size_t>(n));
   return n;
 }
 

@@ -13,6 +13,8 @@
 //  - FUSE_OVER_IO_URING (kernel 6.14+, fuse.enable_uring=1), unless disabled: requests and
 //    their replies then travel through a FuseRing, whose workers hand requests to the
 //    dispatcher (set_dispatch); writev() routes each reply to the ring or to the device.
+// Requests read from /dev/fuse pass through a ReleaseOrder, so that a process's requests are
+// served after the releases that commit what it wrote (see release_order.h).
 // Install with fuse_session_custom_io() after fuse_session_mount().
 #pragma once
 
@@ -25,6 +27,7 @@
 #include <utility>
 
 #include "os/fuse_ring.h"
+#include "os/release_order.h"
 
 namespace smos::os {
 
@@ -64,6 +67,12 @@ class FuseChannel {
     ReplyBacking& operator=(const ReplyBacking&) = delete;
   };
 
+  // The release of handle `fh`, which thread `closer` flushed, commits or discards its entry:
+  // that process's later requests wait for it. Call before the FLUSH's reply.
+  void expect_release(std::uint64_t fh, pid_t closer) { releases_.expect(fh, closer); }
+  // The store has served the release of `fh`.
+  void released(std::uint64_t fh) { releases_.released(fh); }
+
   // The same contract as read(2) and writev(2) on the device: -1 with errno on failure.
   ssize_t read(int fd, void* buf, std::size_t len);
   ssize_t writev(int fd, iovec* iov, int count);
@@ -85,6 +94,7 @@ class FuseChannel {
   FuseRing::Dispatch dispatch_;
   std::string mountpoint_;
   std::atomic<bool> no_epoch_{false};
+  ReleaseOrder releases_;
 };
 
 }  // namespace smos::os

@@ -510,6 +510,12 @@ int Store::flush(std::uint64_t fh, StaleName* stale) {
   return 0;
 }
 
+bool Store::settles_at_release(std::uint64_t fh) {
+  Guard guard(*this);
+  const Handle* h;
+  return entry_of_handle(fh, &h) == 0 && h->writable && ent(h->entry).state == EntryState::kWrite;
+}
+
 int Store::release(std::uint64_t fh) {
   Guard guard(*this);
   auto it = handles_.find(fh);

@@ -174,6 +174,9 @@ class Store {
   // has forgotten the name.
   int flush(std::uint64_t fh, StaleName* stale = nullptr);
   void name_dropped(std::uint64_t fh);
+  // Whether the release of `fh` will commit its entry, or in explicit mode discard it: the
+  // handle is a writer's, and its entry is still being written.
+  bool settles_at_release(std::uint64_t fh);
   int release(std::uint64_t fh);
 
   // Extended attributes.

@@ -5,7 +5,12 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "fs/mount_fixture.h"
 
@@ -193,6 +198,34 @@ TEST_F(ExplicitCommitTest, CloseWithoutCommitDiscardsTheEntryAndFreesItsSlot) {
   EXPECT_EQ(OpenErr(obj_ + "/c", O_WRONLY | O_CREAT), Err(ENOSPC));
 }
 
+TEST_F(ExplicitCommitTest, TheWriterItselfFindsAnUncommittedEntryGoneAsSoonAsItCloses) {
+  // The release that discards the entry is sent after close() returns; the writer's next
+  // request must still be served after it, even with other processes keeping smosd busy.
+  std::string obj = MakeObject("writers", {{xattr::kCapacity, "3"}, {xattr::kCommit, "explicit"}});
+  std::vector<std::unique_ptr<Child>> writers;
+  for (int i = 0; i < 3; ++i) {
+    writers.push_back(std::make_unique<Child>([&obj, i](Channel&) {
+      int failures = 0;
+      for (int round = 0; round < 300; ++round) {
+        const std::string e = obj + "/w" + std::to_string(i);
+        Fd fd = Open(e, O_WRONLY | O_CREAT);
+        if (!fd.ok()) return ChildFail("open " + e);
+        if (!WriteAll(fd.get(), "never committed").ok() || !fd.Close().ok()) {
+          return ChildFail("write " + e);
+        }
+        if (Err err = StatErr(e); err != Err(ENOENT)) {
+          std::fprintf(stderr, "round %d: stat %s right after close: %s\n", round, e.c_str(),
+                       err.ok() ? "found" : ::strerror(err.value()));
+          ++failures;
+        }
+      }
+      return failures == 0 ? 0 : 1;
+    }));
+  }
+  for (auto& writer : writers) EXPECT_EQ(writer->Join(), 0);
+  EXPECT_TRUE(ListDir(obj).names.empty());
+}
+
 TEST_F(ExplicitCommitTest, ACrashedWritersEntryNeverBecomesVisible) {
   std::string e = obj_ + "/e";
   Child writer([&](Channel& parent) {
@@ -221,6 +254,39 @@ TEST_F(ExplicitCommitTest, ACrashedWritersEntryNeverBecomesVisible) {
   ASSERT_EQ(FSetXattr(b.get(), xattr::kState, "idle"), kOk);
   EXPECT_EQ(OpenErr(obj_ + "/c", O_WRONLY | O_CREAT), Err(ENOSPC));
   EXPECT_EQ(ListDir(obj_).names, (std::vector<std::string>{"a", "b"}));
+}
+
+TEST_F(LifecycleTest, TheWriterItselfFindsItsEntryCommittedAsSoonAsItCloses) {
+  // The release that commits the entry is sent after close() returns; the writer's next
+  // requests must still be served after it, even with other processes keeping smosd busy:
+  // the entry is idle, and can be renamed (an entry being written cannot).
+  std::string obj = MakeObject("obj");
+  std::vector<std::unique_ptr<Child>> writers;
+  for (int i = 0; i < 4; ++i) {
+    writers.push_back(std::make_unique<Child>([&obj, i](Channel&) {
+      int failures = 0;
+      for (int round = 0; round < 1000; ++round) {
+        const std::string e = obj + "/w" + std::to_string(i) + "-" + std::to_string(round);
+        const std::string data = Pattern(100 + round, round);
+        if (!WriteFile(e, data).ok()) return ChildFail("write " + e);
+        if (Text state = GetXattr(e, xattr::kState); state != "idle") {
+          std::fprintf(stderr, "%s right after close: state %s\n", e.c_str(),
+                       state.value.c_str());
+          ++failures;
+        }
+        if (::rename(e.c_str(), (e + ".done").c_str()) != 0) {
+          std::fprintf(stderr, "rename %s right after close: %s\n", e.c_str(),
+                       ::strerror(errno));
+          ++failures;
+        } else if (ReadFile(e + ".done") != data || ::unlink((e + ".done").c_str()) != 0) {
+          return ChildFail("read " + e + ".done");
+        }
+      }
+      return failures == 0 ? 0 : 1;
+    }));
+  }
+  for (auto& writer : writers) EXPECT_EQ(writer->Join(), 0);
+  EXPECT_TRUE(ListDir(obj).names.empty());
 }
 
 TEST_F(LifecycleTest, CreateBeyondCapacityFailsWithEnospc) {

@@ -1,0 +1,77 @@
+// Releases in order, through /dev/fuse.
+//
+// close(2) has the kernel queue the file's FUSE_RELEASE before it returns, but not wait for
+// the reply; and the daemon's workers take requests from the device in parallel. So the
+// closer's next request can be served before its release. That matters when the release is
+// what commits the entry the closer wrote (or, in explicit mode, discards it): the writer's
+// own next lookup, getxattr or rename would still find the entry being written.
+//
+// ReleaseOrder puts those back in order:
+//  - expect(): the writer's FLUSH, which close(2) waits for, says that the file's release
+//    will commit or discard its entry, and which process closed it.
+//  - received(): every request read from the device is shown here. The kernel numbers
+//    requests (fuse_in_header::unique) as it queues them, and its workers take them in that
+//    order, so a request of the closer's made after close(2) returned has a higher number
+//    than the release, and the release was taken from the device first.
+//  - wait_turn(): a request that observes entries (not I/O, not forgets), whose process has
+//    such a release on the way, waits until every request numbered below it has been received
+//    and then until that process's releases among them are served.
+//  - released(): the release handler reports once the store has served it.
+// A request waits at most max_wait for a release, and the daemon logs it if it gave up. A
+// number that never arrives (a request the kernel dropped before sending, or one sent through
+// io_uring) holds nobody back for long: see kLostAfter.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <set>
+#include <unordered_map>
+
+namespace smos::os {
+
+class ReleaseOrder {
+ public:
+  explicit ReleaseOrder(std::chrono::milliseconds max_wait = std::chrono::seconds(1))
+      : max_wait_(max_wait) {}
+
+  // The release of handle `fh` commits or discards its entry; thread `closer` flushed it.
+  void expect(std::uint64_t fh, pid_t closer);
+  // The store has served the release of `fh`, expected or not.
+  void released(std::uint64_t fh);
+  // `request` (fuse_in_header first) was read from the device.
+  void received(const void* request, std::size_t size);
+  // Returns once the request may be served: true, or false if it gave up waiting.
+  bool wait_turn(const void* request, std::size_t size);
+
+  // A number still missing after this many higher ones arrived, or after a request that waits
+  // for it has waited this long, is taken as never coming.
+  static constexpr std::size_t kLostAfter = 64;
+  static constexpr std::chrono::milliseconds kLostWait{100};
+
+ private:
+  struct Release {
+    std::uint64_t unique;  // the RELEASE request's, once received
+    pid_t tgid;            // the process that closed the file
+  };
+  bool waits_for(const std::unordered_map<std::uint64_t, Release>& releases, pid_t tgid,
+                 std::uint64_t unique) const;
+  void note_seen(std::uint64_t unique);
+  void advance_to(std::uint64_t unique);
+
+  const std::chrono::milliseconds max_wait_;
+  std::mutex mu_;
+  std::condition_variable changed_;
+  std::unordered_map<std::uint64_t, Release> expected_;   // by fh: flushed, not yet received
+  std::unordered_map<std::uint64_t, Release> in_flight_;  // by fh: received, being served
+  std::atomic<bool> active_{false};                        // either is not empty
+  std::uint64_t seen_through_ = 0;    // every request numbered up to this one was received
+  std::set<std::uint64_t> seen_above_;  // and these above it
+};
+
+}  // namespace smos::os
