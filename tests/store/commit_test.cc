@@ -47,6 +47,30 @@ TEST_F(StoreCommitTest, ExplicitModeIgnoresFlushes) {
   EXPECT_EQ(InoOf(obj, "e", Other()), 0u);
 }
 
+// The channel holds the closer's next requests back until such a release is served.
+TEST_F(StoreCommitTest, OnlyAWritersReleaseOfAnEntryStillBeingWrittenSettlesIt) {
+  Ino obj = MakeObject("o");
+  Attr attr;
+  std::uint64_t writer = Create(obj, "e", &attr);
+  ASSERT_EQ(Write(writer, 0, "bytes"), 0);
+  ASSERT_EQ(store().flush(writer), 0);
+  EXPECT_TRUE(store().settles_at_release(writer));  // its release commits it
+
+  Ino explicit_obj = MakeObject("x", {{xattr::kCommit, "explicit"}});
+  std::uint64_t uncommitted = Create(explicit_obj, "e");
+  EXPECT_TRUE(store().settles_at_release(uncommitted));  // its release discards it
+  Attr committed_attr;
+  std::uint64_t committed = Create(explicit_obj, "f", &committed_attr);
+  ASSERT_EQ(SetXattr(committed_attr.ino, xattr::kState, "idle"), 0);
+  EXPECT_FALSE(store().settles_at_release(committed));  // committed already
+
+  ASSERT_EQ(store().release(writer), 0);
+  std::uint64_t reader = OpenRead(attr.ino, Me());
+  EXPECT_FALSE(store().settles_at_release(reader));
+  EXPECT_FALSE(store().settles_at_release(writer));  // released: no such handle
+  for (std::uint64_t fh : {reader, uncommitted, committed}) ASSERT_EQ(store().release(fh), 0);
+}
+
 TEST_F(StoreCommitTest, SettingStateIdleCommitsAtOnce) {
   Ino obj = MakeObject("o");
   Attr attr;
