@@ -24,7 +24,10 @@ void init(void* userdata, fuse_conn_info* conn) {
       !static_cast<Context*>(userdata)->channel.ring_offered()) {
     conn->want |= FUSE_CAP_SPLICE_WRITE;
   }
-  if (conn->capable & FUSE_CAP_SPLICE_READ) conn->want |= FUSE_CAP_SPLICE_READ;
+  // Every request must pass through FuseChannel::read, which sees its header (ReleaseOrder).
+  // libfuse turns splice reads on by default; they would also need a pipe of max_write plus a
+  // page, more than an unprivileged pipe may hold.
+  conn->want &= ~FUSE_CAP_SPLICE_READ;
   // An inode's bytes never change behind the kernel's back (each is one version, and writers go
   // direct), so a cached read need not ask for the attributes first. A pop's, which are stale
   // after its open, would cost a GETATTR per read.
@@ -38,6 +41,22 @@ void init(void* userdata, fuse_conn_info* conn) {
   spdlog::info("FUSE protocol {}.{}, max_write {}", conn->proto_major, conn->proto_minor,
                conn->max_write);
 }
+
+// An operation that observes entries, served only once the releases that its process made
+// before it are (FuseChannel::wait_turn): a request whose answer cannot depend on a release
+// (read, write, flush, release, forget) goes straight to its handler.
+template <auto Op>
+struct InOrder;
+template <typename... Args, void (*Op)(fuse_req_t, Args...)>
+struct InOrder<Op> {
+  static void serve(fuse_req_t req, Args... args) {
+    guarded("wait_turn", [req] {
+      channel_of(req).wait_turn(fuse_req_ctx(req)->pid);
+      return 0;
+    });
+    Op(req, args...);
+  }
+};
 
 }  // namespace
 
@@ -94,11 +113,7 @@ int install_channel(Context& context, const std::string& mountpoint) {
       [](int fd, void* buf, size_t len, void* userdata) {
         return static_cast<Context*>(userdata)->channel.read(fd, buf, len);
       },
-      [](int fd_in, off_t* off_in, int fd_out, off_t* off_out, size_t len, unsigned flags,
-         void* userdata) {
-        return static_cast<Context*>(userdata)->channel.splice_receive(fd_in, off_in, fd_out,
-                                                                       off_out, len, flags);
-      },
+      nullptr,  // no splice reads (see init)
       [](int fd_in, off_t* off_in, int fd_out, off_t* off_out, size_t len, unsigned flags,
          void* userdata) {
         return static_cast<Context*>(userdata)->channel.splice_send(fd_in, off_in, fd_out,
@@ -129,32 +144,32 @@ const fuse_lowlevel_ops& operations() {
     fuse_lowlevel_ops o;
     std::memset(&o, 0, sizeof o);
     o.init = init;
-    o.lookup = op_lookup;
+    o.lookup = InOrder<op_lookup>::serve;
     o.forget = op_forget;
     o.forget_multi = op_forget_multi;
-    o.getattr = op_getattr;
-    o.setattr = op_setattr;
-    o.mknod = op_mknod;
-    o.mkdir = op_mkdir;
-    o.unlink = op_unlink;
-    o.rmdir = op_rmdir;
-    o.symlink = op_symlink;
-    o.rename = op_rename;
-    o.link = op_link;
-    o.open = op_open;
+    o.getattr = InOrder<op_getattr>::serve;
+    o.setattr = InOrder<op_setattr>::serve;
+    o.mknod = InOrder<op_mknod>::serve;
+    o.mkdir = InOrder<op_mkdir>::serve;
+    o.unlink = InOrder<op_unlink>::serve;
+    o.rmdir = InOrder<op_rmdir>::serve;
+    o.symlink = InOrder<op_symlink>::serve;
+    o.rename = InOrder<op_rename>::serve;
+    o.link = InOrder<op_link>::serve;
+    o.open = InOrder<op_open>::serve;
     o.read = op_read;
     o.flush = op_flush;
     o.release = op_release;
     o.fsync = op_fsync;
-    o.opendir = op_opendir;
-    o.readdir = op_readdir;
+    o.opendir = InOrder<op_opendir>::serve;
+    o.readdir = InOrder<op_readdir>::serve;
     o.releasedir = op_releasedir;
-    o.statfs = op_statfs;
-    o.setxattr = op_setxattr;
-    o.getxattr = op_getxattr;
-    o.listxattr = op_listxattr;
-    o.removexattr = op_removexattr;
-    o.create = op_create;
+    o.statfs = InOrder<op_statfs>::serve;
+    o.setxattr = InOrder<op_setxattr>::serve;
+    o.getxattr = InOrder<op_getxattr>::serve;
+    o.listxattr = InOrder<op_listxattr>::serve;
+    o.removexattr = InOrder<op_removexattr>::serve;
+    o.create = InOrder<op_create>::serve;
     o.write_buf = op_write_buf;
     return o;
   }();

@@ -43,6 +43,9 @@ std::size_t total_length(const iovec* iov, int count) {
 }
 
 thread_local int reply_backing_id = 0;
+// The number of the request this thread read last from the device, which it is serving.
+// Threads that serve the ring read none.
+thread_local std::uint64_t read_unique = 0;
 }  // namespace
 
 FuseChannel::ReplyBacking::ReplyBacking(int id) { reply_backing_id = id; }
@@ -75,7 +78,12 @@ bool FuseChannel::bump_epoch(int dev_fd) {
 
 ssize_t FuseChannel::read(int fd, void* buf, std::size_t len) {
   const ssize_t n = ::read(fd, buf, len);
-  if (n > 0) releases_.received(buf, static_cast<std::size_t>(n));
+  read_unique = 0;
+  if (n >= static_cast<ssize_t>(sizeof(fuse_in_header))) {
+    releases_.received(buf, static_cast<std::size_t>(n));
+    std::memcpy(&read_unique, static_cast<char*>(buf) + offsetof(fuse_in_header, unique),
+                sizeof read_unique);
+  }
   if (n >= static_cast<ssize_t>(sizeof(fuse_in_header) + sizeof(fuse_init_in)) &&
       init_unique_.load(std::memory_order_relaxed) == 0) {
     fuse_in_header in;
@@ -98,8 +106,11 @@ ssize_t FuseChannel::read(int fd, void* buf, std::size_t len) {
       }
     }
   }
-  if (n > 0) releases_.wait_turn(buf, static_cast<std::size_t>(n));
   return n;
+}
+
+void FuseChannel::wait_turn(pid_t pid) {
+  if (read_unique != 0) releases_.wait_turn(read_unique, pid);
 }
 
 ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {
@@ -179,11 +190,6 @@ ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {
     }
   }
   return n;
-}
-
-ssize_t FuseChannel::splice_receive(int fd_in, off_t* off_in, int fd_out, off_t* off_out,
-                                    std::size_t len, unsigned flags) {
-  return ::splice(fd_in, off_in, fd_out, off_out, len, flags);
 }
 
 ssize_t FuseChannel::splice_send(int fd_in, off_t* off_in, int fd_out, off_t* off_out,

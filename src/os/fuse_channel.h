@@ -13,8 +13,10 @@
 //  - FUSE_OVER_IO_URING (kernel 6.14+, fuse.enable_uring=1), unless disabled: requests and
 //    their replies then travel through a FuseRing, whose workers hand requests to the
 //    dispatcher (set_dispatch); writev() routes each reply to the ring or to the device.
-// Requests read from /dev/fuse pass through a ReleaseOrder, so that a process's requests are
-// served after the releases that commit what it wrote (see release_order.h).
+// Requests read from /dev/fuse are shown to a ReleaseOrder, and a request that observes entries
+// asks wait_turn() before it is served: a process's requests then come after the releases
+// that commit what it wrote (see release_order.h). Nothing is read by splice, which would hide
+// the requests from read().
 // Install with fuse_session_custom_io() after fuse_session_mount().
 #pragma once
 
@@ -72,12 +74,14 @@ class FuseChannel {
   void expect_release(std::uint64_t fh, pid_t closer) { releases_.expect(fh, closer); }
   // The store has served the release of `fh`.
   void released(std::uint64_t fh) { releases_.released(fh); }
+  // Before this thread serves the request it read last, from thread `pid`, if the request
+  // observes entries: returns once the releases that it must come after are served. Does
+  // nothing on the ring's threads, whose queues are served in order.
+  void wait_turn(pid_t pid);
 
   // The same contract as read(2) and writev(2) on the device: -1 with errno on failure.
   ssize_t read(int fd, void* buf, std::size_t len);
   ssize_t writev(int fd, iovec* iov, int count);
-  ssize_t splice_receive(int fd_in, off_t* off_in, int fd_out, off_t* off_out, std::size_t len,
-                         unsigned flags);
   ssize_t splice_send(int fd_in, off_t* off_in, int fd_out, off_t* off_out, std::size_t len,
                       unsigned flags);
 

@@ -12,36 +12,9 @@
 namespace smos::os {
 
 namespace {
-// The kernel numbers ordinary requests in steps of two; an interrupt takes its request's
-// number plus one.
+// The kernel numbers requests in steps of two; an interrupt takes its request's number plus
+// one, and a forget takes a number as it is read.
 constexpr std::uint64_t kStep = 2;
-
-// Requests whose answer can depend on whether a release was served. Reads, writes and flushes
-// go to a file that is open, and so not being released; forgets and interrupts answer nothing.
-bool observes_entries(std::uint32_t opcode) {
-  switch (opcode) {
-    case FUSE_READ:
-    case FUSE_WRITE:
-    case FUSE_FLUSH:
-    case FUSE_RELEASE:
-    case FUSE_RELEASEDIR:
-    case FUSE_FORGET:
-    case FUSE_BATCH_FORGET:
-    case FUSE_INTERRUPT:
-    case FUSE_NOTIFY_REPLY:
-    case FUSE_INIT:
-    case FUSE_DESTROY:
-      return false;
-    default:
-      return true;
-  }
-}
-
-fuse_in_header header_of(const void* request) {
-  fuse_in_header in;
-  std::memcpy(&in, request, sizeof in);
-  return in;
-}
 }  // namespace
 
 void ReleaseOrder::expect(std::uint64_t fh, pid_t closer) {
@@ -49,20 +22,18 @@ void ReleaseOrder::expect(std::uint64_t fh, pid_t closer) {
   const pid_t tgid = thread_group_of(closer);
   std::lock_guard lock(mu_);
   expected_[fh] = Release{0, tgid};
-  active_.store(true, std::memory_order_release);
+  update();
 }
 
 void ReleaseOrder::released(std::uint64_t fh) {
   std::lock_guard lock(mu_);
-  const bool served = in_flight_.erase(fh) != 0;
-  if (expected_.erase(fh) == 0 && !served) return;
-  active_.store(!expected_.empty() || !in_flight_.empty(), std::memory_order_release);
-  if (served) changed_.notify_all();
+  if (in_flight_.erase(fh) + expected_.erase(fh) != 0) update();
 }
 
 void ReleaseOrder::received(const void* request, std::size_t size) {
-  if (size < sizeof(fuse_in_header)) return;
-  const fuse_in_header in = header_of(request);
+  fuse_in_header in;
+  if (size < sizeof in) return;
+  std::memcpy(&in, request, sizeof in);
   if (in.unique % kStep != 0) return;  // an interrupt
   std::lock_guard lock(mu_);
   note_seen(in.unique);
@@ -75,18 +46,21 @@ void ReleaseOrder::received(const void* request, std::size_t size) {
   r.unique = in.unique;
   expected_.erase(it);
   in_flight_[release.fh] = r;
+  update();
 }
 
 void ReleaseOrder::note_seen(std::uint64_t unique) {
-  if (seen_through_ != 0 && unique <= seen_through_) return;  // after a number taken as lost
+  if (seen_through_ != 0 && unique <= seen_through_) return;  // after a number given up
   if (seen_through_ == 0 || unique == seen_through_ + kStep) {  // (the first is INIT's)
     advance_to(unique);
     return;
   }
+  const Clock::time_point now = Clock::now();
+  if (seen_above_.empty()) hole_since_ = now;
   seen_above_.insert(unique);
-  // Requests sent through io_uring, or dropped by the kernel before any worker took them,
-  // leave holes for good.
-  if (seen_above_.size() > kLostAfter) advance_to(*seen_above_.begin());
+  if (now - hole_since_ > lost_wait_ || seen_above_.size() > kMaxAbove) {
+    advance_to(*seen_above_.begin());
+  }
 }
 
 void ReleaseOrder::advance_to(std::uint64_t unique) {
@@ -95,7 +69,13 @@ void ReleaseOrder::advance_to(std::uint64_t unique) {
     seen_through_ = std::max(seen_through_, *seen_above_.begin());
     seen_above_.erase(seen_above_.begin());
   }
-  if (active_.load(std::memory_order_relaxed)) changed_.notify_all();
+  if (!seen_above_.empty()) hole_since_ = Clock::now();
+  if (waiting_ > 0) changed_.notify_all();
+}
+
+void ReleaseOrder::update() {
+  active_.store(!expected_.empty() || !in_flight_.empty(), std::memory_order_release);
+  if (waiting_ > 0) changed_.notify_all();
 }
 
 bool ReleaseOrder::waits_for(const std::unordered_map<std::uint64_t, Release>& releases,
@@ -106,27 +86,29 @@ bool ReleaseOrder::waits_for(const std::unordered_map<std::uint64_t, Release>& r
   return false;
 }
 
-bool ReleaseOrder::wait_turn(const void* request, std::size_t size) {
-  if (!active_.load(std::memory_order_acquire) || size < sizeof(fuse_in_header)) return true;
-  const fuse_in_header in = header_of(request);
-  if (!observes_entries(in.opcode) || in.unique % kStep != 0) return true;
-  const pid_t tgid = thread_group_of(static_cast<pid_t>(in.pid));
+bool ReleaseOrder::wait_turn(std::uint64_t unique, pid_t pid) {
+  if (!active_.load(std::memory_order_acquire)) return true;
+  const pid_t tgid = thread_group_of(pid);
   std::unique_lock lock(mu_);
+  ++waiting_;
   // A release of this process that is flushed but not received may be in another worker's
   // hands, taken from the device before this request: wait until all before it are received.
-  if (waits_for(expected_, tgid, in.unique) &&
-      !changed_.wait_for(lock, kLostWait, [&] { return seen_through_ + kStep >= in.unique; })) {
+  if (!changed_.wait_for(lock, lost_wait_, [&] {
+        return seen_through_ + kStep >= unique || !waits_for(expected_, tgid, unique);
+      })) {
     spdlog::debug("FUSE channel: requests before {} never arrived; going on without them",
-                  in.unique);
-    advance_to(in.unique - kStep);
+                  unique);
+    advance_to(unique - kStep);
   }
-  if (changed_.wait_for(lock, max_wait_, [&] { return !waits_for(in_flight_, tgid, in.unique); })) {
-    return true;
+  const bool served = changed_.wait_for(lock, max_wait_, [&] {
+    return !waits_for(in_flight_, tgid, unique);
+  });
+  --waiting_;
+  if (!served) {
+    spdlog::warn("FUSE channel: request {} of pid {} waited {} ms for its process's release, "
+                 "and goes ahead without it", unique, pid, max_wait_.count());
   }
-  spdlog::warn("FUSE channel: request {} (opcode {}) of pid {} waited {} ms for its process's "
-               "release, and goes ahead without it",
-               in.unique, in.opcode, in.pid, max_wait_.count());
-  return false;
+  return served;
 }
 
 }  // namespace smos::os

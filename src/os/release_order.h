@@ -13,13 +13,13 @@
 //    requests (fuse_in_header::unique) as it queues them, and its workers take them in that
 //    order, so a request of the closer's made after close(2) returned has a higher number
 //    than the release, and the release was taken from the device first.
-//  - wait_turn(): a request that observes entries (not I/O, not forgets), whose process has
-//    such a release on the way, waits until every request numbered below it has been received
+//  - wait_turn(): before a request that observes entries is served, if its process has such
+//    a release on the way, it waits until every request numbered below it has been received,
 //    and then until that process's releases among them are served.
 //  - released(): the release handler reports once the store has served it.
 // A request waits at most max_wait for a release, and the daemon logs it if it gave up. A
-// number that never arrives (a request the kernel dropped before sending, or one sent through
-// io_uring) holds nobody back for long: see kLostAfter.
+// number that never arrives (a request the kernel dropped before sending it, one sent through
+// io_uring) is given up after lost_wait.
 #pragma once
 
 #include <sys/types.h>
@@ -37,8 +37,11 @@ namespace smos::os {
 
 class ReleaseOrder {
  public:
-  explicit ReleaseOrder(std::chrono::milliseconds max_wait = std::chrono::seconds(1))
-      : max_wait_(max_wait) {}
+  using Clock = std::chrono::steady_clock;
+
+  explicit ReleaseOrder(std::chrono::milliseconds max_wait = std::chrono::seconds(1),
+                        std::chrono::milliseconds lost_wait = std::chrono::milliseconds(100))
+      : max_wait_(max_wait), lost_wait_(lost_wait) {}
 
   // The release of handle `fh` commits or discards its entry; thread `closer` flushed it.
   void expect(std::uint64_t fh, pid_t closer);
@@ -46,13 +49,12 @@ class ReleaseOrder {
   void released(std::uint64_t fh);
   // `request` (fuse_in_header first) was read from the device.
   void received(const void* request, std::size_t size);
-  // Returns once the request may be served: true, or false if it gave up waiting.
-  bool wait_turn(const void* request, std::size_t size);
+  // Before serving request number `unique` of thread `pid`, which observes entries: returns
+  // once it may be served, true, or false if it gave up waiting for a release.
+  bool wait_turn(std::uint64_t unique, pid_t pid);
 
-  // A number still missing after this many higher ones arrived, or after a request that waits
-  // for it has waited this long, is taken as never coming.
-  static constexpr std::size_t kLostAfter = 64;
-  static constexpr std::chrono::milliseconds kLostWait{100};
+  // Numbers received above a hole, at most: past this, the hole is given up at once.
+  static constexpr std::size_t kMaxAbove = 4096;
 
  private:
   struct Release {
@@ -63,15 +65,19 @@ class ReleaseOrder {
                  std::uint64_t unique) const;
   void note_seen(std::uint64_t unique);
   void advance_to(std::uint64_t unique);
+  void update();
 
   const std::chrono::milliseconds max_wait_;
+  const std::chrono::milliseconds lost_wait_;
   std::mutex mu_;
   std::condition_variable changed_;
+  int waiting_ = 0;
   std::unordered_map<std::uint64_t, Release> expected_;   // by fh: flushed, not yet received
   std::unordered_map<std::uint64_t, Release> in_flight_;  // by fh: received, being served
   std::atomic<bool> active_{false};                        // either is not empty
   std::uint64_t seen_through_ = 0;    // every request numbered up to this one was received
   std::set<std::uint64_t> seen_above_;  // and these above it
+  Clock::time_point hole_since_;        // when the lowest number missing was first missed
 };
 
 }  // namespace smos::os
