@@ -65,6 +65,17 @@ class ReleaseOrderTest : public ::testing::Test {
     return order_.wait_turn(unique, pid) && Clock::now() - start < kHeld;
   }
 
+  // The request of `turn` is held back while the release numbered `release` is missing, and
+  // while it is served; it goes on once the store has served it.
+  void ExpectHeldUntilTheLateReleaseIsServed(std::future<bool>& turn, std::uint64_t release) {
+    EXPECT_FALSE(Returned(turn, kHeld)) << "served before the release was received";
+    Receive(Request(FUSE_RELEASE, release, 0, kFh));
+    EXPECT_FALSE(Returned(turn, kHeld)) << "served while the release was being served";
+    order_.released(kFh);
+    ASSERT_TRUE(Returned(turn, milliseconds(2000)));
+    EXPECT_TRUE(turn.get());
+  }
+
   // INIT is the first request; the kernel numbers the rest in steps of two.
   void SetUp() override { Receive(Request(FUSE_INIT, 2, 0)); }
 
@@ -90,12 +101,7 @@ TEST_F(ReleaseOrderTest, ARequestWaitsForAReleaseThatAnotherWorkerHasNotShownYet
   order_.expect(kFh, self_);
   Receive(Request(FUSE_LOOKUP, 6, self_));
   std::future<bool> turn = WaitTurn(6, self_);
-  EXPECT_FALSE(Returned(turn, kHeld));
-  Receive(Request(FUSE_RELEASE, 4, 0, kFh));
-  EXPECT_FALSE(Returned(turn, kHeld)) << "served while the release was being served";
-  order_.released(kFh);
-  ASSERT_TRUE(Returned(turn, milliseconds(2000)));
-  EXPECT_TRUE(turn.get());
+  ExpectHeldUntilTheLateReleaseIsServed(turn, 4);
 }
 
 TEST_F(ReleaseOrderTest, AReleaseStillOrdersWhenManyLaterRequestsOvertakeIt) {
@@ -106,11 +112,7 @@ TEST_F(ReleaseOrderTest, AReleaseStillOrdersWhenManyLaterRequestsOvertakeIt) {
   const std::uint64_t mine = unique += 2;
   Receive(Request(FUSE_LOOKUP, mine, self_));
   std::future<bool> turn = WaitTurn(mine, self_);
-  EXPECT_FALSE(Returned(turn, kHeld));
-  Receive(Request(FUSE_RELEASE, 4, 0, kFh));
-  EXPECT_FALSE(Returned(turn, kHeld));
-  order_.released(kFh);
-  EXPECT_TRUE(Returned(turn, milliseconds(2000)));
+  ExpectHeldUntilTheLateReleaseIsServed(turn, 4);
 }
 
 TEST_F(ReleaseOrderTest, AWaiterGoesOnOnceItsReleaseIsServedWhateverElseIsMissing) {
