@@ -13,10 +13,10 @@
 //  - FUSE_OVER_IO_URING (kernel 6.14+, fuse.enable_uring=1), unless disabled: requests and
 //    their replies then travel through a FuseRing, whose workers hand requests to the
 //    dispatcher (set_dispatch); writev() routes each reply to the ring or to the device.
-// Requests read from /dev/fuse are shown to a ReleaseOrder, and a request that observes entries
-// asks wait_turn() before it is served: a process's requests then come after the releases
-// that commit what it wrote (see release_order.h). Nothing is read by splice, which would hide
-// the requests from read().
+// Every request, from /dev/fuse or the ring, is shown to a ReleaseOrder, and a request that
+// observes entries asks wait_turn() before it is served: a process's requests then come
+// after the releases that commit what it wrote (see release_order.h). Nothing is read by
+// splice, which would hide the requests from read().
 // Install with fuse_session_custom_io() after fuse_session_mount().
 #pragma once
 
@@ -74,9 +74,8 @@ class FuseChannel {
   void expect_release(std::uint64_t fh, pid_t closer) { releases_.expect(fh, closer); }
   // The store has served the release of `fh`.
   void released(std::uint64_t fh) { releases_.released(fh); }
-  // Before this thread serves the request it read last, from thread `pid`, if the request
-  // observes entries: returns once the releases that it must come after are served. Does
-  // nothing on the ring's threads, whose queues are served in order.
+  // Before this thread serves the request it received last, from thread `pid`, if the
+  // request observes entries: returns once the releases that it must come after are served.
   void wait_turn(pid_t pid);
 
   // The same contract as read(2) and writev(2) on the device: -1 with errno on failure.
@@ -86,6 +85,9 @@ class FuseChannel {
                       unsigned flags);
 
  private:
+  // Shows a request to releases_, and remembers its number for this thread's wait_turn().
+  void received(const void* request, std::size_t size);
+
   std::atomic<std::uint64_t> init_unique_{0};  // the INIT request, until it is answered
   std::atomic<std::uint64_t> kernel_flags_{0};  // flags | flags2 << 32
   std::uint32_t kernel_minor_ = 0;
