@@ -43,8 +43,8 @@ std::size_t total_length(const iovec* iov, int count) {
 }
 
 thread_local int reply_backing_id = 0;
-// The number of the request this thread read last from the device, which it is serving.
-// Threads that serve the ring read none.
+// The number of the request this thread received last, from the device or its ring queue,
+// which it is serving.
 thread_local std::uint64_t read_unique = 0;
 }  // namespace
 
@@ -78,12 +78,7 @@ bool FuseChannel::bump_epoch(int dev_fd) {
 
 ssize_t FuseChannel::read(int fd, void* buf, std::size_t len) {
   const ssize_t n = ::read(fd, buf, len);
-  read_unique = 0;
-  if (n >= static_cast<ssize_t>(sizeof(fuse_in_header))) {
-    releases_.received(buf, static_cast<std::size_t>(n));
-    std::memcpy(&read_unique, static_cast<char*>(buf) + offsetof(fuse_in_header, unique),
-                sizeof read_unique);
-  }
+  received(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
   if (n >= static_cast<ssize_t>(sizeof(fuse_in_header) + sizeof(fuse_init_in)) &&
       init_unique_.load(std::memory_order_relaxed) == 0) {
     fuse_in_header in;
@@ -107,6 +102,14 @@ ssize_t FuseChannel::read(int fd, void* buf, std::size_t len) {
     }
   }
   return n;
+}
+
+void FuseChannel::received(const void* request, std::size_t size) {
+  read_unique = 0;
+  if (size < sizeof(fuse_in_header)) return;
+  releases_.received(request, size);
+  std::memcpy(&read_unique, static_cast<const char*>(request) + offsetof(fuse_in_header, unique),
+              sizeof read_unique);
 }
 
 void FuseChannel::wait_turn(pid_t pid) {
@@ -184,7 +187,10 @@ ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {
   const ssize_t n = ::writev(fd, iov, count);
   if (ring_payload != 0) {
     if (n >= 0) {
-      ring_.start(fd, ring_payload, dispatch_, mountpoint_);
+      ring_.start(fd, ring_payload, [this](char* request, std::size_t size) {
+        received(request, size);
+        dispatch_(request, size);
+      }, mountpoint_);
     } else {
       ring_.stop();
     }
