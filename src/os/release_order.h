@@ -1,25 +1,27 @@
-// Releases in order, through /dev/fuse.
+// Releases in order.
 //
 // close(2) has the kernel queue the file's FUSE_RELEASE before it returns, but not wait for
-// the reply; and the daemon's workers take requests from the device in parallel. So the
-// closer's next request can be served before its release. That matters when the release is
-// what commits the entry the closer wrote (or, in explicit mode, discards it): the writer's
-// own next lookup, getxattr or rename would still find the entry being written.
+// the reply; and the daemon's threads take requests in parallel (from /dev/fuse, or from one
+// io_uring queue per CPU). So the closer's next request can be served before its release.
+// That matters when the release is what commits the entry the closer wrote (or, in explicit
+// mode, discards it): the writer's own next lookup, getxattr or rename would still find the
+// entry being written.
 //
 // ReleaseOrder puts those back in order:
 //  - expect(): the writer's FLUSH, which close(2) waits for, says that the file's release
 //    will commit or discard its entry, and which process closed it.
-//  - received(): every request read from the device is shown here. The kernel numbers
-//    requests (fuse_in_header::unique) as it queues them, and its workers take them in that
-//    order, so a request of the closer's made after close(2) returned has a higher number
-//    than the release, and the release was taken from the device first.
+//  - received(): every request is shown here as a thread takes it, from /dev/fuse or a ring
+//    queue. The kernel numbers requests (fuse_in_header::unique) as it queues them, so a
+//    request of the closer's made after close(2) returned has a higher number than the
+//    release. Threads take them from /dev/fuse in that order; a closer that moved to another
+//    CPU's ring queue can have its request taken first.
 //  - wait_turn(): before a request that observes entries is served, if its process has such
 //    a release on the way, it waits until every request numbered below it has been received,
 //    and then until that process's releases among them are served.
 //  - released(): the release handler reports once the store has served it.
 // A request waits at most max_wait for a release, and the daemon logs it if it gave up. A
-// number that never arrives (a request the kernel dropped before sending it, one sent through
-// io_uring) is given up after lost_wait.
+// number that never arrives (a request the kernel dropped before sending it) is given up after
+// lost_wait.
 #pragma once
 
 #include <sys/types.h>
