@@ -116,16 +116,18 @@ TEST_P(RingTest, ManyBlockedPopsAreAnsweredFromOtherThreads) {
   EXPECT_EQ(GetXattr(obj_, xattr::kEntries), "0");
 }
 
+// Pins the calling thread to one CPU.
+bool PinTo(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return ::sched_setaffinity(0, sizeof set, &set) == 0;
+}
+
 // Holds this process, and the daemons it starts meanwhile, on CPU 0.
 class OnCpu0 {
  public:
-  OnCpu0() {
-    held_ = ::sched_getaffinity(0, sizeof before_, &before_) == 0;
-    cpu_set_t zero;
-    CPU_ZERO(&zero);
-    CPU_SET(0, &zero);
-    held_ = held_ && ::sched_setaffinity(0, sizeof zero, &zero) == 0;
-  }
+  OnCpu0() { held_ = ::sched_getaffinity(0, sizeof before_, &before_) == 0 && PinTo(0); }
   ~OnCpu0() {
     if (held_) ::sched_setaffinity(0, sizeof before_, &before_);
   }
@@ -176,13 +178,6 @@ TEST_P(RingTest, SigtermWhilePopsWaitStopsTheDaemonAndFailsThePops) {
   for (auto& p : poppers) {
     EXPECT_EQ(p->Join(), 0) << "1: a pop of an empty object succeeded; 2: another errno";
   }
-}
-
-bool PinTo(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  return ::sched_setaffinity(0, sizeof set, &set) == 0;
 }
 
 // The writer closes on CPU 0, where a CPU-bound process keeps that CPU busy, and asks its next
