@@ -203,12 +203,12 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
     });
   }
   // The closer's next requests must find what the release does to its entry.
-  bool settles = false;
   guarded("flush", [&] {
-    settles = err == 0 && store_of(req).settles_at_release(fi->fh);
+    if (err == 0 && store_of(req).settles_at_release(fi->fh)) {
+      channel_of(req).expect_release(fi->fh, fuse_req_ctx(req)->pid);
+    }
     return 0;
   });
-  if (settles) channel_of(req).expect_release(fi->fh, fuse_req_ctx(req)->pid);
   fuse_reply_err(req, err);
 }
 

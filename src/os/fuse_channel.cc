@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 
 #include <spdlog/spdlog.h>
 
@@ -104,10 +105,14 @@ ssize_t FuseChannel::read(int fd, void* buf, std::size_t len) {
   return n;
 }
 
-void FuseChannel::received(const void* request, std::size_t size) {
+void FuseChannel::received(const void* request, std::size_t size) noexcept {
   read_unique = 0;
   if (size < sizeof(fuse_in_header)) return;
-  releases_.received(request, size);
+  try {
+    releases_.received(request, size);
+  } catch (const std::exception& e) {  // out of memory: this request goes unordered
+    spdlog::error("FUSE channel: {}", e.what());
+  }
   std::memcpy(&read_unique, static_cast<const char*>(request) + offsetof(fuse_in_header, unique),
               sizeof read_unique);
 }

@@ -86,7 +86,7 @@ class FuseChannel {
 
  private:
   // Shows a request to releases_, and remembers its number for this thread's wait_turn().
-  void received(const void* request, std::size_t size);
+  void received(const void* request, std::size_t size) noexcept;
 
   std::atomic<std::uint64_t> init_unique_{0};  // the INIT request, until it is answered
   std::atomic<std::uint64_t> kernel_flags_{0};  // flags | flags2 << 32

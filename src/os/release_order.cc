@@ -96,8 +96,8 @@ bool ReleaseOrder::wait_turn(std::uint64_t unique, pid_t pid) {
   if (!changed_.wait_for(lock, lost_wait_, [&] {
         return seen_through_ + kStep >= unique || !waits_for(expected_, tgid, unique);
       })) {
-    spdlog::debug("FUSE channel: requests before {} never arrived; going on without them",
-                  unique);
+    spdlog::warn("FUSE channel: requests numbered before {} never arrived in {} ms; going on "
+                 "without them", unique, lost_wait_.count());
     advance_to(unique - kStep);
   }
   const bool served = changed_.wait_for(lock, max_wait_, [&] {
@@ -107,6 +107,12 @@ bool ReleaseOrder::wait_turn(std::uint64_t unique, pid_t pid) {
   if (!served) {
     spdlog::warn("FUSE channel: request {} of pid {} waited {} ms for its process's release, "
                  "and goes ahead without it", unique, pid, max_wait_.count());
+    // Never wait for these again (a release that libfuse dropped would hold this process back
+    // for good).
+    std::erase_if(in_flight_, [&](const auto& item) {
+      return item.second.tgid == tgid && item.second.unique < unique;
+    });
+    update();
   }
   return served;
 }

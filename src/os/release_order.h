@@ -42,7 +42,7 @@ class ReleaseOrder {
   using Clock = std::chrono::steady_clock;
 
   explicit ReleaseOrder(std::chrono::milliseconds max_wait = std::chrono::seconds(1),
-                        std::chrono::milliseconds lost_wait = std::chrono::milliseconds(100))
+                        std::chrono::milliseconds lost_wait = std::chrono::seconds(1))
       : max_wait_(max_wait), lost_wait_(lost_wait) {}
 
   // The release of handle `fh` commits or discards its entry; thread `closer` flushed it.
@@ -55,8 +55,8 @@ class ReleaseOrder {
   // once it may be served, true, or false if it gave up waiting for a release.
   bool wait_turn(std::uint64_t unique, pid_t pid);
 
-  // Numbers received above a hole, at most: past this, the hole is given up at once.
-  static constexpr std::size_t kMaxAbove = 4096;
+  // Numbers received above a hole, at most (some 3 MiB): past this, the hole is given up.
+  static constexpr std::size_t kMaxAbove = 65536;
 
  private:
   struct Release {
