@@ -42,16 +42,16 @@ void init(void* userdata, fuse_conn_info* conn) {
                conn->max_write);
 }
 
-// An operation that observes entries, served only once the releases that its process made
-// before it are (FuseChannel::wait_turn): a request whose answer cannot depend on a release
-// (read, write, flush, release, forget) goes straight to its handler.
+// An operation that observes entries, served only once the releases queued before it are
+// (FuseChannel::wait_turn): a request whose answer cannot depend on a release (read, write,
+// flush, release, forget) goes straight to its handler.
 template <auto Op>
 struct InOrder;
 template <typename... Args, void (*Op)(fuse_req_t, Args...)>
 struct InOrder<Op> {
   static void serve(fuse_req_t req, Args... args) {
     guarded("wait_turn", [req] {
-      channel_of(req).wait_turn(fuse_req_ctx(req)->pid);
+      channel_of(req).wait_turn();
       return 0;
     });
     Op(req, args...);

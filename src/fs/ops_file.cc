@@ -202,10 +202,11 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
       return 0;
     });
   }
-  // The closer's next requests must find what the release does to its entry.
+  // Requests made after this close returned must find what the release does to its entry,
+  // if this close was the file's last.
   guarded("flush", [&] {
     if (err == 0 && store_of(req).settles_at_release(fi->fh)) {
-      channel_of(req).expect_release(fi->fh, fuse_req_ctx(req)->pid);
+      channel_of(req).expect_release(fi->fh);
     }
     return 0;
   });

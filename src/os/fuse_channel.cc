@@ -117,8 +117,8 @@ void FuseChannel::received(const void* request, std::size_t size) noexcept {
               sizeof read_unique);
 }
 
-void FuseChannel::wait_turn(pid_t pid) {
-  if (read_unique != 0) releases_.wait_turn(read_unique, pid);
+void FuseChannel::wait_turn() {
+  if (read_unique != 0) releases_.wait_turn(read_unique);
 }
 
 ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {

@@ -14,8 +14,8 @@
 //    their replies then travel through a FuseRing, whose workers hand requests to the
 //    dispatcher (set_dispatch); writev() routes each reply to the ring or to the device.
 // Every request, from /dev/fuse or the ring, is shown to a ReleaseOrder, and a request that
-// observes entries asks wait_turn() before it is served: a process's requests then come
-// after the releases that commit what it wrote (see release_order.h). Nothing is read by
+// observes entries asks wait_turn() before it is served: requests made after a close(2)
+// returned then come after the release that commits what it wrote (see release_order.h). Nothing is read by
 // splice, which would hide the requests from read().
 // Install with fuse_session_custom_io() after fuse_session_mount().
 #pragma once
@@ -69,14 +69,17 @@ class FuseChannel {
     ReplyBacking& operator=(const ReplyBacking&) = delete;
   };
 
-  // The release of handle `fh`, which thread `closer` flushed, commits or discards its entry:
-  // that process's later requests wait for it. Call before the FLUSH's reply.
-  void expect_release(std::uint64_t fh, pid_t closer) { releases_.expect(fh, closer); }
+  // The release of handle `fh`, flushed, commits or discards its entry: requests made after it
+  // wait for it. Call before the FLUSH's reply.
+  void expect_release(std::uint64_t fh) {
+    releases_.expect(fh);
+    FuseRing::serve_next_at_once();
+  }
   // The store has served the release of `fh`.
   void released(std::uint64_t fh) { releases_.released(fh); }
-  // Before this thread serves the request it received last, from thread `pid`, if the
-  // request observes entries: returns once the releases that it must come after are served.
-  void wait_turn(pid_t pid);
+  // Before this thread serves the request it received last, if the request observes entries:
+  // returns once the releases that it must come after are served.
+  void wait_turn();
 
   // The same contract as read(2) and writev(2) on the device: -1 with errno on failure.
   ssize_t read(int fd, void* buf, std::size_t len);

@@ -9,6 +9,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -120,6 +121,7 @@ std::optional<unsigned> forbidden_cpu(unsigned count) {
 }  // namespace
 
 thread_local FuseRing::Entry* FuseRing::serving_ = nullptr;
+thread_local bool FuseRing::next_at_once_ = false;
 
 struct FuseRing::Entry {
   explicit Entry(std::size_t max_payload)
@@ -157,6 +159,7 @@ struct FuseRing::Worker {
   std::atomic<bool> kicking{true};   // until stop()
   std::atomic<int> idle_kickers{0};  // kickers waiting for a kick that none has claimed
   std::atomic<bool> gave_up{false};  // give_up() has stopped the daemon: serve nothing more
+  bool preempts = false;             // runs SCHED_OTHER for now (see preempt_on_wakeup())
 };
 
 FuseRing::FuseRing() = default;
@@ -317,10 +320,27 @@ void pin_to_queue_cpu(unsigned qid) {
 // switches, for a reply nobody waits for. SCHED_BATCH does not preempt on wake-up, so such a
 // request waits until the task blocks, which is usually in its next request, and both are served
 // in one switch. Unlike SCHED_IDLE, it keeps the thread's full share of the CPU.
-void dont_preempt_on_wakeup(unsigned qid) {
-  const sched_param param{};
-  if (pthread_setschedparam(pthread_self(), SCHED_BATCH, &param) != 0) {
-    spdlog::debug("FUSE ring: queue {}: cannot use SCHED_BATCH", qid);
+//
+// But a release that commits an entry is awaited by every request made after the close (see
+// release_order.h), other CPUs' too, and a closer that computes on would hold it back for a
+// time slice, milliseconds. So the close's FLUSH has the worker preempt on its next wake-up.
+// Preempting on a wake-up also takes a short slice: the task woken runs first only if its slice
+// is shorter than the running task's (the scheduler's PREEMPT_SHORT, Linux 6.12+; older
+// kernels ignore it).
+void preempt_on_wakeup(unsigned qid, bool preempt) {
+  struct {  // struct sched_attr, its first version; <linux/sched/types.h> clashes with glibc's
+    std::uint32_t size, sched_policy;
+    std::uint64_t sched_flags;
+    std::int32_t sched_nice;
+    std::uint32_t sched_priority;
+    std::uint64_t sched_runtime, sched_deadline, sched_period;
+  } attr{};
+  static_assert(sizeof attr == 48);  // SCHED_ATTR_SIZE_VER0
+  attr.size = sizeof attr;
+  attr.sched_policy = preempt ? SCHED_OTHER : SCHED_BATCH;
+  attr.sched_runtime = preempt ? 100'000 : 0;  // ns, the shortest slice allowed
+  if (::syscall(SYS_sched_setattr, 0, &attr, 0) != 0) {
+    spdlog::debug("FUSE ring: queue {}: cannot use {}", qid, preempt ? "SCHED_OTHER" : "SCHED_BATCH");
   }
 }
 
@@ -438,8 +458,13 @@ void FuseRing::serve(Worker& worker, Entry& entry) {
   entry.unique.store(in.unique, std::memory_order_release);
 
   serving_ = &entry;
+  next_at_once_ = false;
   dispatch_(request, in.len);
   serving_ = nullptr;
+  if (next_at_once_ != worker.preempts) {
+    worker.preempts = next_at_once_;
+    preempt_on_wakeup(worker.qid, worker.preempts);
+  }
 
   int expected = kServing;
   if (entry.state.compare_exchange_strong(expected, kParked, std::memory_order_acq_rel)) {
@@ -501,7 +526,7 @@ void FuseRing::give_up(Worker& worker, const char* what, int err) {
 
 void FuseRing::run(Worker& worker) {
   pin_to_queue_cpu(worker.qid);
-  dont_preempt_on_wakeup(worker.qid);
+  preempt_on_wakeup(worker.qid, false);
   // io_uring_enable_rings(), which Debian 12's liburing declares but does not export.
   if (int rc = io_uring_register(worker.ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
       rc < 0) {

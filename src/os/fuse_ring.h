@@ -58,6 +58,10 @@ class FuseRing {
   // Sends a reply (fuse_out_header, then its payload) through the entry of the request it
   // answers, and returns true; false if no ring request has that unique (nothing is done).
   bool reply(const iovec* iov, int count);
+  // From a handler on a worker's thread: the next request of its queue, the release that the
+  // answered close(2) queues, is served at once, not when the closer next blocks (see run()).
+  // Others may be waiting for it. Elsewhere it does nothing.
+  static void serve_next_at_once() { next_at_once_ = true; }
 
  private:
   struct Entry;
@@ -86,6 +90,7 @@ class FuseRing {
   std::mutex entries_mu_;  // guards entries_ (it only grows); orders stop() against replies
   std::vector<std::unique_ptr<Entry>> entries_;
   static thread_local Entry* serving_;  // the entry whose request this thread dispatches
+  static thread_local bool next_at_once_;  // serve_next_at_once() during this dispatch
 };
 
 }  // namespace smos::os

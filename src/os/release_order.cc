@@ -7,8 +7,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include "os/process.h"
-
 namespace smos::os {
 
 namespace {
@@ -17,11 +15,9 @@ namespace {
 constexpr std::uint64_t kStep = 2;
 }  // namespace
 
-void ReleaseOrder::expect(std::uint64_t fh, pid_t closer) {
-  // Its pid is the closer's: the RELEASE itself comes with none.
-  const pid_t tgid = thread_group_of(closer);
+void ReleaseOrder::expect(std::uint64_t fh) {
   std::lock_guard lock(mu_);
-  expected_[fh] = Release{0, tgid};
+  expected_.insert(fh);
   update();
 }
 
@@ -40,12 +36,8 @@ void ReleaseOrder::received(const void* request, std::size_t size) {
   if (in.opcode != FUSE_RELEASE || size < sizeof in + sizeof(fuse_release_in)) return;
   fuse_release_in release;
   std::memcpy(&release, static_cast<const char*>(request) + sizeof in, sizeof release);
-  auto it = expected_.find(release.fh);
-  if (it == expected_.end()) return;
-  Release r = it->second;
-  r.unique = in.unique;
-  expected_.erase(it);
-  in_flight_[release.fh] = r;
+  if (expected_.erase(release.fh) == 0) return;
+  in_flight_[release.fh] = in.unique;
   update();
 }
 
@@ -78,40 +70,32 @@ void ReleaseOrder::update() {
   if (waiting_ > 0) changed_.notify_all();
 }
 
-bool ReleaseOrder::waits_for(const std::unordered_map<std::uint64_t, Release>& releases,
-                             pid_t tgid, std::uint64_t unique) const {
-  for (const auto& [fh, r] : releases) {
-    if (r.tgid == tgid && r.unique < unique) return true;
-  }
-  return false;
+bool ReleaseOrder::served_before(std::uint64_t unique) const {
+  return std::none_of(in_flight_.begin(), in_flight_.end(),
+                      [unique](const auto& item) { return item.second < unique; });
 }
 
-bool ReleaseOrder::wait_turn(std::uint64_t unique, pid_t pid) {
+bool ReleaseOrder::wait_turn(std::uint64_t unique) {
   if (!active_.load(std::memory_order_acquire)) return true;
-  const pid_t tgid = thread_group_of(pid);
   std::unique_lock lock(mu_);
   ++waiting_;
-  // A release of this process that is flushed but not received may be in another worker's
-  // hands, taken from the device before this request: wait until all before it are received.
+  // A release that is flushed but not received may be in another worker's hands, taken
+  // before this request: wait until all before it are received.
   if (!changed_.wait_for(lock, lost_wait_, [&] {
-        return seen_through_ + kStep >= unique || !waits_for(expected_, tgid, unique);
+        return seen_through_ + kStep >= unique || expected_.empty();
       })) {
     spdlog::warn("FUSE channel: requests numbered before {} never arrived in {} ms; going on "
                  "without them", unique, lost_wait_.count());
     advance_to(unique - kStep);
   }
-  const bool served = changed_.wait_for(lock, max_wait_, [&] {
-    return !waits_for(in_flight_, tgid, unique);
-  });
+  const bool served = changed_.wait_for(lock, max_wait_, [&] { return served_before(unique); });
   --waiting_;
   if (!served) {
-    spdlog::warn("FUSE channel: request {} of pid {} waited {} ms for its process's release, "
-                 "and goes ahead without it", unique, pid, max_wait_.count());
-    // Never wait for these again (a release that libfuse dropped would hold this process back
-    // for good).
-    std::erase_if(in_flight_, [&](const auto& item) {
-      return item.second.tgid == tgid && item.second.unique < unique;
-    });
+    spdlog::warn("FUSE channel: request {} waited {} ms for the releases numbered before it, "
+                 "and goes ahead without them", unique, max_wait_.count());
+    // Never wait for these again (a release that libfuse dropped would hold everyone back for
+    // good).
+    std::erase_if(in_flight_, [unique](const auto& item) { return item.second < unique; });
     update();
   }
   return served;

@@ -2,29 +2,28 @@
 //
 // close(2) has the kernel queue the file's FUSE_RELEASE before it returns, but not wait for
 // the reply; and the daemon's threads take requests in parallel (from /dev/fuse, or from one
-// io_uring queue per CPU). So the closer's next request can be served before its release.
-// That matters when the release is what commits the entry the closer wrote (or, in explicit
-// mode, discards it): the writer's own next lookup, getxattr or rename would still find the
-// entry being written.
+// io_uring queue per CPU). So a request made after close(2) returned can be served before the
+// release. That matters when the release is what commits the entry written (or, in explicit
+// mode, discards it): the writer's own next lookup, getxattr or rename, or another process's,
+// would still find the entry being written.
 //
 // ReleaseOrder puts those back in order:
-//  - expect(): the writer's FLUSH, which close(2) waits for, says that the file's release
-//    will commit or discard its entry, and which process closed it.
+//  - expect(): a writer's FLUSH, which close(2) waits for, says that the file's release will
+//    commit or discard its entry, if this close was the last one of the file.
 //  - received(): every request is shown here as a thread takes it, from /dev/fuse or a ring
 //    queue. The kernel numbers requests (fuse_in_header::unique) as it queues them, so a
-//    request of the closer's made after close(2) returned has a higher number than the
-//    release. Threads take them from /dev/fuse in that order; a closer that moved to another
-//    CPU's ring queue can have its request taken first.
-//  - wait_turn(): before a request that observes entries is served, if its process has such
-//    a release on the way, it waits until every request numbered below it has been received,
-//    and then until that process's releases among them are served.
+//    request made after close(2) returned has a higher number than the release. Threads take
+//    them from /dev/fuse in that order; a ring queue of another CPU can take its own first.
+//  - wait_turn(): before a request that observes entries is served, if such a release may be
+//    on the way, it waits until every request numbered below it has been received, and then
+//    until the expected releases among them are served. A release that was not received by
+//    then was not sent before this request: its file is still open elsewhere (a dup(2), a
+//    shell's redirection), and its entry is still being written.
 //  - released(): the release handler reports once the store has served it.
 // A request waits at most max_wait for a release, and the daemon logs it if it gave up. A
 // number that never arrives (a request the kernel dropped before sending it) is given up after
 // lost_wait.
 #pragma once
-
-#include <sys/types.h>
 
 #include <atomic>
 #include <chrono>
@@ -34,6 +33,7 @@
 #include <mutex>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace smos::os {
 
@@ -45,26 +45,21 @@ class ReleaseOrder {
                         std::chrono::milliseconds lost_wait = std::chrono::seconds(1))
       : max_wait_(max_wait), lost_wait_(lost_wait) {}
 
-  // The release of handle `fh` commits or discards its entry; thread `closer` flushed it.
-  void expect(std::uint64_t fh, pid_t closer);
+  // The release of handle `fh`, flushed, commits or discards its entry.
+  void expect(std::uint64_t fh);
   // The store has served the release of `fh`, expected or not.
   void released(std::uint64_t fh);
   // `request` (fuse_in_header first) was read from the device.
   void received(const void* request, std::size_t size);
-  // Before serving request number `unique` of thread `pid`, which observes entries: returns
-  // once it may be served, true, or false if it gave up waiting for a release.
-  bool wait_turn(std::uint64_t unique, pid_t pid);
+  // Before serving request number `unique`, which observes entries: returns once it may be
+  // served, true, or false if it gave up waiting for a release.
+  bool wait_turn(std::uint64_t unique);
 
   // Numbers received above a hole, at most (some 3 MiB): past this, the hole is given up.
   static constexpr std::size_t kMaxAbove = 65536;
 
  private:
-  struct Release {
-    std::uint64_t unique;  // the RELEASE request's, once received
-    pid_t tgid;            // the process that closed the file
-  };
-  bool waits_for(const std::unordered_map<std::uint64_t, Release>& releases, pid_t tgid,
-                 std::uint64_t unique) const;
+  bool served_before(std::uint64_t unique) const;  // the releases numbered below `unique`
   void note_seen(std::uint64_t unique);
   void advance_to(std::uint64_t unique);
   void update();
@@ -74,8 +69,8 @@ class ReleaseOrder {
   std::mutex mu_;
   std::condition_variable changed_;
   int waiting_ = 0;
-  std::unordered_map<std::uint64_t, Release> expected_;   // by fh: flushed, not yet received
-  std::unordered_map<std::uint64_t, Release> in_flight_;  // by fh: received, being served
+  std::unordered_set<std::uint64_t> expected_;                // fhs flushed, not yet received
+  std::unordered_map<std::uint64_t, std::uint64_t> in_flight_;  // fh -> its RELEASE's number
   std::atomic<bool> active_{false};                        // either is not empty
   std::uint64_t seen_through_ = 0;    // every request numbered up to this one was received
   std::set<std::uint64_t> seen_above_;  // and these above it

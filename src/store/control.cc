@@ -62,7 +62,6 @@ int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr*
   ObjectRt& ort = object_rt_[o];
   const Control control = static_cast<Control>(kind);
   if (control == Control::kLatest) {
-    commit_closed(o, {}, nullptr);  // the writer's own too: it closed them
     if (!ort.by_seq.empty()) {
       const Ino alias = latest_alias(o, ort.by_seq.rbegin()->second);
       Ticket& t = tickets_.at(alias);
@@ -187,7 +186,6 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
 
   if (writable) return EPERM;
   if (reopened) return EBUSY;
-  commit_closed(o, {}, nullptr);  // the writer's own too: it closed them
   if (t.kind == Control::kLatest) {
     if (!t.alias) {
       // The path walk that led here found the object empty. If it is not any more, walking

@@ -317,10 +317,6 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
   // Whether this is the kernel's retry of an open that a stale name sent back: only the next
   // open of that thread in the object may be (see came_back()).
   const bool retry = r.object != layout::kNoObject && came_back(r.object, caller);
-  if (r.state == EntryState::kCommitted) {
-    // A newer version that its writer has closed (the opener included) takes the name now.
-    commit_closed(r.object, name_of(r.name), nullptr);
-  }
   // A zombie is reached through a name the kernel still caches, or cached when this open began
   // (a lookup that raced with the replace can cache the name again after it was dropped). An
   // unlinked or popped one is gone. A replaced one is not what the name means any more: ESTALE
@@ -498,10 +494,9 @@ int Store::flush(std::uint64_t fh, StaleName* stale) {
     commit(h->entry);
     return 0;
   }
-  // A closed replace is what its name means from now on, but the kernel may still cache the
-  // name as the old version. Then the caller has the kernel drop the name first, and only
-  // name_dropped() marks the entry closed: no reader commits it, and sees the new version,
-  // while a cached name can still lead another to the old one.
+  // A closed replace is what its name means once its release commits it, but the kernel may
+  // still cache the name as the old version. Then the caller has the kernel drop the name
+  // before close(2) returns, and name_dropped() marks the entry closed.
   if (stale != nullptr && object_rt_[r.object].committed.contains(name_of(r.name))) {
     *stale = StaleName{obj(r.object).ino, std::string(name_of(r.name))};
     return 0;
@@ -540,7 +535,7 @@ int Store::release(std::uint64_t fh) {
         // Versions of the name whose writers closed them earlier, and whose releases are still
         // on their way, commit first: the name ends with the last one closed.
         r.flags |= layout::kEntryClosed;
-        commit_closed(r.object, name_of(r.name), nullptr);
+        commit_closed(r.object, name_of(r.name));
       }
     } else {
       // Explicit mode: the writer left without committing, so the entry never existed.

@@ -85,8 +85,8 @@ struct EntryRecord {
 };
 
 // EntryRecord::flags: a writer closed a descriptor of this write entry since its last write.
-// In commit-on-close objects such an entry counts as committed even if the daemon stops before
-// the kernel's (asynchronous) release arrives, so recovery commits it.
+// In commit-on-close objects, recovery commits such an entry: its close(2) returned, and the
+// daemon stopped before the kernel's (asynchronous) release arrived.
 inline constexpr std::uint32_t kEntryClosed = 1u << 0;
 
 struct StoreHeader {

@@ -193,19 +193,11 @@ bool Store::is_writer(std::uint32_t e, const Caller& caller) const {
   return caller.pid == tgid || os::thread_group_of(caller.pid) == tgid;
 }
 
-void Store::commit_closed(std::uint32_t o, std::string_view name, const Caller* observer) {
-  if (obj(o).commit != CommitMode::kClose) return;
-  ObjectRt& ort = object_rt_[o];
-  auto [first, last] = name.empty() ? std::pair(ort.pending.begin(), ort.pending.end())
-                                    : ort.pending.equal_range(name);
+void Store::commit_closed(std::uint32_t o, std::string_view name) {
   std::vector<std::uint32_t> ready;
+  auto [first, last] = object_rt_[o].pending.equal_range(name);
   for (auto it = first; it != last; ++it) {
-    // Pushed entries commit at a close after a write, or at release (see flush()): a shell's
-    // `cmd > .push` closes a descriptor before cmd writes a byte.
-    if (closed(it->second) && !entry_rt_[it->second].pushed &&
-        !(observer && is_writer(it->second, *observer))) {
-      ready.push_back(it->second);
-    }
+    if (closed(it->second)) ready.push_back(it->second);
   }
   // Oldest first, so that the newest write ends up holding the name.
   std::sort(ready.begin(), ready.end(), [this](auto a, auto b) { return ent(a).ino < ent(b).ino; });
@@ -233,7 +225,6 @@ int Store::visible_entry(std::uint32_t o, std::string_view name, const Caller& c
     *e = *own;
     return 0;
   }
-  commit_closed(o, name, &caller);
   ObjectRt& ort = object_rt_[o];
   auto it = ort.committed.find(name);
   if (it == ort.committed.end()) return ENOENT;
@@ -429,7 +420,6 @@ int Store::readdir(Ino dir, std::vector<DirEntry>* out) {
   }
   std::uint32_t o;
   if (int err = object_at(dir, &o); err != 0) return err == EPERM ? ENOTDIR : err;
-  commit_closed(o, {}, nullptr);  // the writer's own too: it closed them
   for (auto& [name, e] : object_rt_[o].committed) out->push_back({name, entry_attr(e)});
   // The control files come last, and with inode numbers above any entry's, for tools that sort
   // by inode: `rm -r` then meets them once the entries are gone (see Store::unlink).

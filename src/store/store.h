@@ -292,11 +292,12 @@ class Store {
   int object_at(Ino ino, std::uint32_t* o) const;
   int find_object(std::string_view name, std::uint32_t* o) const;
   bool is_writer(std::uint32_t e, const Caller& caller) const;
-  // The version of `name` that `caller` sees, committing flushed writes first.
+  // The version of `name` that `caller` sees: the one it is writing, or the committed one.
   int visible_entry(std::uint32_t o, std::string_view name, const Caller& caller,
                     std::uint32_t* e);
-  // Commits the closed write entries of `name` (all names if empty), except the observer's own.
-  void commit_closed(std::uint32_t o, std::string_view name, const Caller* observer);
+  // Commits the write entries of `name` that a writer closed, whose releases are still on
+  // their way.
+  void commit_closed(std::uint32_t o, std::string_view name);
   // The caller's newest write entry of `name`, if it is writing one: the replace it is opening,
   // or else the newest one it opened.
   std::optional<std::uint32_t> own_pending(std::uint32_t o, std::string_view name,

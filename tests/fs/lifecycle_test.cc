@@ -289,6 +289,46 @@ TEST_F(LifecycleTest, TheWriterItselfFindsItsEntryCommittedAsSoonAsItCloses) {
   EXPECT_TRUE(ListDir(obj).names.empty());
 }
 
+TEST_F(LifecycleTest, AnotherProcessFindsTheEntryCommittedAsSoonAsTheWriterCloses) {
+  // The writer's release is on its way when close() returns; a request that another process
+  // makes after that must be served after it, even with other processes keeping smosd busy.
+  std::string obj = MakeObject("obj");
+  const std::string busy = MakeObject("busy");
+  constexpr int kRounds = 1000;
+  std::vector<std::unique_ptr<Child>> others;
+  for (int i = 0; i < 3; ++i) {
+    others.push_back(std::make_unique<Child>([&busy, i](Channel&) {
+      const std::string e = busy + "/" + std::to_string(i);
+      for (int round = 0; round < 2 * kRounds; ++round) {
+        if (!WriteFile(e, "x").ok() || ::unlink(e.c_str()) != 0) return ChildFail("write " + e);
+      }
+      return 0;
+    }));
+  }
+  Child writer([&obj](Channel& channel) {
+    for (int round = 0; round < kRounds; ++round) {
+      const std::string e = obj + "/e" + std::to_string(round);
+      if (!WriteFile(e, Pattern(100, round)).ok()) return ChildFail("write " + e);
+      channel.Signal();
+      if (!channel.Wait()) return ChildFail("wait");
+    }
+    return 0;
+  });
+  int failures = 0;
+  for (int round = 0; round < kRounds && writer.Wait(); ++round) {
+    const std::string e = obj + "/e" + std::to_string(round);
+    if (Text state = GetXattr(e, xattr::kState); state != "idle") {
+      ADD_FAILURE() << "round " << round << ": " << e << " right after close: state "
+                    << (state.ok() ? state.value : ::strerror(state.err.value()));
+      if (++failures == 5) break;
+    }
+    writer.Signal();
+  }
+  EXPECT_EQ(writer.Join(), 0);
+  for (auto& other : others) EXPECT_EQ(other->Join(), 0);
+  EXPECT_EQ(ListDir(obj).names.size(), static_cast<std::size_t>(kRounds));
+}
+
 TEST_F(LifecycleTest, CreateBeyondCapacityFailsWithEnospc) {
   std::string obj = MakeObject("obj", {{xattr::kCapacity, "3"}});
   for (int i = 0; i < 3; ++i) {

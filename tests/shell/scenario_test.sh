@@ -118,6 +118,20 @@ expect_eq "$(ls "$obj")" "" "ls after rm"
 expect_eq "$(xattr user.smos.entries "$obj")" 0 "entries after rm"
 expect_errno "No such file or directory" cat "$obj/0"
 
+step "cmd > entry: the entry commits when the redirection ends, whoever looks meanwhile"
+# The shell closes its own descriptor before the block writes, and sleep closes its copy half a
+# second before the last echo: neither close is the last, so a watcher must not commit it.
+{ echo first; sleep 0.5 >&-; echo second; } >"$obj/log" &
+writer=$!
+while kill -0 "$writer" 2>/dev/null; do
+  ls "$obj" >/dev/null
+  stat "$obj/log" >/dev/null 2>&1 || true
+  sleep 0.01
+done
+wait "$writer" || fail "the redirection's writes failed"
+expect_eq "$(cat "$obj/log")" $'first\nsecond' "the entry's bytes"
+rm "$obj/log"
+
 step "errors a shell user meets"
 expect_errno "Operation not permitted" touch "$mnt/file-in-root"
 expect_errno "Operation not permitted" mkdir "$obj/nested"
