@@ -17,7 +17,7 @@ constexpr std::uint64_t kStep = 2;
 
 void ReleaseOrder::expect(std::uint64_t fh) {
   std::lock_guard lock(mu_);
-  expected_.insert(fh);
+  expected_[fh] = Clock::now();
   update();
 }
 
@@ -75,18 +75,29 @@ bool ReleaseOrder::served_before(std::uint64_t unique) const {
                       [unique](const auto& item) { return item.second < unique; });
 }
 
+ReleaseOrder::Clock::time_point ReleaseOrder::settles_by() const {
+  Clock::time_point last = Clock::time_point::min();
+  for (const auto& [fh, flushed] : expected_) last = std::max(last, flushed);
+  return last == Clock::time_point::min() ? last : last + settle_wait_;
+}
+
 bool ReleaseOrder::wait_turn(std::uint64_t unique) {
   if (!active_.load(std::memory_order_acquire)) return true;
   std::unique_lock lock(mu_);
   ++waiting_;
   // A release that is flushed but not received may be in another worker's hands, taken
   // before this request: wait until all before it are received.
-  if (!changed_.wait_for(lock, lost_wait_, [&] {
-        return seen_through_ + kStep >= unique || expected_.empty();
-      })) {
-    spdlog::warn("FUSE channel: requests numbered before {} never arrived in {} ms; going on "
-                 "without them", unique, lost_wait_.count());
-    advance_to(unique - kStep);
+  const Clock::time_point lost_by = Clock::now() + lost_wait_;
+  while (seen_through_ + kStep < unique) {
+    const Clock::time_point now = Clock::now();
+    if (now >= settles_by()) break;
+    if (now >= lost_by) {
+      spdlog::warn("FUSE channel: requests numbered before {} never arrived in {} ms; going on "
+                   "without them", unique, lost_wait_.count());
+      advance_to(unique - kStep);
+      break;
+    }
+    changed_.wait_until(lock, std::min(lost_by, settles_by()));
   }
   const bool served = changed_.wait_for(lock, max_wait_, [&] { return served_before(unique); });
   --waiting_;

@@ -19,6 +19,10 @@
 //    until the expected releases among them are served. A release that was not received by
 //    then was not sent before this request: its file is still open elsewhere (a dup(2), a
 //    shell's redirection), and its entry is still being written.
+//  - A release follows its FLUSH at once, unless the file stays open elsewhere; and every
+//    close(2) flushes again. So a release expected for longer than settle_wait after its last
+//    flush is not waited for in the numbering (it is still waited for once received): a file
+//    kept open elsewhere does not hold every request back until it is closed.
 //  - released(): the release handler reports once the store has served it.
 // A request waits at most max_wait for a release, and the daemon logs it if it gave up. A
 // number that never arrives (a request the kernel dropped before sending it) is given up after
@@ -33,7 +37,6 @@
 #include <mutex>
 #include <set>
 #include <unordered_map>
-#include <unordered_set>
 
 namespace smos::os {
 
@@ -42,8 +45,9 @@ class ReleaseOrder {
   using Clock = std::chrono::steady_clock;
 
   explicit ReleaseOrder(std::chrono::milliseconds max_wait = std::chrono::seconds(1),
-                        std::chrono::milliseconds lost_wait = std::chrono::seconds(1))
-      : max_wait_(max_wait), lost_wait_(lost_wait) {}
+                        std::chrono::milliseconds lost_wait = std::chrono::seconds(1),
+                        std::chrono::milliseconds settle_wait = std::chrono::milliseconds(100))
+      : max_wait_(max_wait), lost_wait_(lost_wait), settle_wait_(settle_wait) {}
 
   // The release of handle `fh`, flushed, commits or discards its entry.
   void expect(std::uint64_t fh);
@@ -60,16 +64,19 @@ class ReleaseOrder {
 
  private:
   bool served_before(std::uint64_t unique) const;  // the releases numbered below `unique`
+  // Until when a release expected may still be sent (the past if none is).
+  Clock::time_point settles_by() const;
   void note_seen(std::uint64_t unique);
   void advance_to(std::uint64_t unique);
   void update();
 
   const std::chrono::milliseconds max_wait_;
   const std::chrono::milliseconds lost_wait_;
+  const std::chrono::milliseconds settle_wait_;
   std::mutex mu_;
   std::condition_variable changed_;
   int waiting_ = 0;
-  std::unordered_set<std::uint64_t> expected_;                // fhs flushed, not yet received
+  std::unordered_map<std::uint64_t, Clock::time_point> expected_;  // fh -> its last flush
   std::unordered_map<std::uint64_t, std::uint64_t> in_flight_;  // fh -> its RELEASE's number
   std::atomic<bool> active_{false};                        // either is not empty
   std::uint64_t seen_through_ = 0;    // every request numbered up to this one was received

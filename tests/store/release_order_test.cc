@@ -44,8 +44,8 @@ std::vector<char> Request(std::uint32_t opcode, std::uint64_t unique, std::uint6
 
 class ReleaseOrderTest : public ::testing::Test {
  protected:
-  // Holes in the numbering are given up only after kLost here, so that no test's timing
-  // depends on it but the ones about holes.
+  // Holes in the numbering are given up only after kLost here, and releases are expected for
+  // as long, so that no test's timing depends on them but the ones about those.
   static constexpr milliseconds kLost{10000};
 
   void Receive(const std::vector<char>& request) { order_.received(request.data(), request.size()); }
@@ -77,7 +77,7 @@ class ReleaseOrderTest : public ::testing::Test {
   // INIT is the first request; the kernel numbers the rest in steps of two.
   void SetUp() override { Receive(Request(FUSE_INIT, 2)); }
 
-  os::ReleaseOrder order_{milliseconds(10000), kLost};
+  os::ReleaseOrder order_{milliseconds(10000), kLost, kLost};
 };
 
 TEST_F(ReleaseOrderTest, ARequestMadeAfterACloseWaitsUntilItsReleaseIsServed) {
@@ -183,7 +183,7 @@ TEST_F(ReleaseOrderTest, AFileStillOpenElsewhereHoldsNobodyBack) {
 
 TEST(ReleaseOrderHoles, ANumberThatNeverArrivesHoldsARequestBackOnlyBriefly) {
   constexpr milliseconds kLostWait{100};
-  os::ReleaseOrder order(milliseconds(10000), kLostWait);
+  os::ReleaseOrder order(milliseconds(10000), kLostWait, milliseconds(10000));
   for (const auto& request : {Request(FUSE_INIT, 2), Request(FUSE_LOOKUP, 6)}) {
     order.received(request.data(), request.size());
   }
@@ -205,7 +205,7 @@ TEST(ReleaseOrderHoles, ANumberThatNeverArrivesHoldsARequestBackOnlyBriefly) {
 TEST(ReleaseOrderHoles, AHoleIsGivenUpAfterLostWaitEvenWithNobodyWaiting) {
   // Through io_uring, most numbers never reach the device: only forgets do.
   constexpr milliseconds kLostWait{50};
-  os::ReleaseOrder order(milliseconds(10000), kLostWait);
+  os::ReleaseOrder order(milliseconds(10000), kLostWait, milliseconds(10000));
   const auto receive = [&](std::uint32_t opcode, std::uint64_t unique) {
     const auto request = Request(opcode, unique);
     order.received(request.data(), request.size());
@@ -221,8 +221,41 @@ TEST(ReleaseOrderHoles, AHoleIsGivenUpAfterLostWaitEvenWithNobodyWaiting) {
   order.released(kFh);
 }
 
+TEST(ReleaseOrderSettling, AFileKeptOpenElsewhereStopsHoldingRequestsBackAfterSettleWait) {
+  constexpr milliseconds kSettleWait{50};
+  os::ReleaseOrder order(milliseconds(10000), milliseconds(10000), kSettleWait);
+  const auto receive = [&](std::uint32_t opcode, std::uint64_t unique, std::uint64_t fh = 0) {
+    const auto request = Request(opcode, unique, fh);
+    order.received(request.data(), request.size());
+  };
+  receive(FUSE_INIT, 2);
+  // A close of one of two descriptors: no release follows. Number 4 is in another worker's
+  // hands, and might be it.
+  order.expect(kFh);
+  receive(FUSE_LOOKUP, 6);
+  auto start = Clock::now();
+  EXPECT_TRUE(order.wait_turn(6));
+  const auto waited = Clock::now() - start;
+  EXPECT_GE(waited, kSettleWait - milliseconds(5));
+  EXPECT_LT(waited, kSettleWait + milliseconds(900));
+  // The next request does not wait for that hole any more...
+  receive(FUSE_LOOKUP, 8);
+  start = Clock::now();
+  EXPECT_TRUE(order.wait_turn(8));
+  EXPECT_LT(Clock::now() - start, kSettleWait);
+  // ...until the file is closed again, its last close this time.
+  order.expect(kFh);
+  receive(FUSE_RELEASE, 12, kFh);
+  receive(FUSE_LOOKUP, 14);
+  auto turn = std::async(std::launch::async, [&] { return order.wait_turn(14); });
+  EXPECT_EQ(turn.wait_for(kSettleWait * 2), std::future_status::timeout)
+      << "served before the release";
+  order.released(kFh);
+  EXPECT_EQ(turn.wait_for(milliseconds(2000)), std::future_status::ready);
+}
+
 TEST(ReleaseOrderGivingUp, ARequestGivesUpAfterMaxWaitOnceAndSaysSo) {
-  os::ReleaseOrder order(milliseconds(50));
+  os::ReleaseOrder order(milliseconds(50), milliseconds(10000), milliseconds(10000));
   order.expect(kFh);
   for (const auto& request : {Request(FUSE_INIT, 2), Request(FUSE_RELEASE, 4, kFh),
                               Request(FUSE_LOOKUP, 6)}) {
