@@ -215,6 +215,11 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 
 // Valid replies: fuse_reply_err.
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  // Versions of a name commit in the order they were closed: the name ends with the last.
+  guarded("release", [&] {
+    channel_of(req).release_turn(fi->fh);
+    return 0;
+  });
   const int err = guarded("release", [&] { return store_of(req).release(fi->fh); });
   channel_of(req).released(fi->fh);
   fuse_reply_err(req, err);

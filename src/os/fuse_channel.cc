@@ -118,7 +118,7 @@ void FuseChannel::received(const void* request, std::size_t size) noexcept {
 }
 
 void FuseChannel::wait_turn() {
-  if (read_unique != 0) releases_.wait_turn(read_unique);
+  if (read_unique != 0) releases_.wait_turn(read_unique, FuseRing::overtaking());
 }
 
 ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {

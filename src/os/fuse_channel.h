@@ -15,8 +15,8 @@
 //    dispatcher (set_dispatch); writev() routes each reply to the ring or to the device.
 // Every request, from /dev/fuse or the ring, is shown to a ReleaseOrder, and a request that
 // observes entries asks wait_turn() before it is served: requests made after a close(2)
-// returned then come after the release that commits what it wrote (see release_order.h). Nothing is read by
-// splice, which would hide the requests from read().
+// returned then come after the release that commits what it wrote (see release_order.h).
+// Nothing is read by splice, which would hide the requests from read().
 // Install with fuse_session_custom_io() after fuse_session_mount().
 #pragma once
 
@@ -75,6 +75,9 @@ class FuseChannel {
     releases_.expect(fh);
     FuseRing::serve_next_at_once();
   }
+  // Before the release of `fh` is served: returns once the expected releases received before
+  // it are served.
+  void release_turn(std::uint64_t fh) { releases_.release_turn(fh); }
   // The store has served the release of `fh`.
   void released(std::uint64_t fh) { releases_.released(fh); }
   // Before this thread serves the request it received last, if the request observes entries:

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include <optional>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -122,6 +124,7 @@ std::optional<unsigned> forbidden_cpu(unsigned count) {
 
 thread_local FuseRing::Entry* FuseRing::serving_ = nullptr;
 thread_local bool FuseRing::next_at_once_ = false;
+thread_local bool FuseRing::overtaking_ = false;
 
 struct FuseRing::Entry {
   explicit Entry(std::size_t max_payload)
@@ -160,6 +163,7 @@ struct FuseRing::Worker {
   std::atomic<int> idle_kickers{0};  // kickers waiting for a kick that none has claimed
   std::atomic<bool> gave_up{false};  // give_up() has stopped the daemon: serve nothing more
   bool preempts = false;             // runs SCHED_OTHER for now (see preempt_on_wakeup())
+  bool stranded = false;  // an entry was parked: requests may wait in the kernel (see serve())
 };
 
 FuseRing::FuseRing() = default;
@@ -339,8 +343,14 @@ void preempt_on_wakeup(unsigned qid, bool preempt) {
   attr.size = sizeof attr;
   attr.sched_policy = preempt ? SCHED_OTHER : SCHED_BATCH;
   attr.sched_runtime = preempt ? 100'000 : 0;  // ns, the shortest slice allowed
-  if (::syscall(SYS_sched_setattr, 0, &attr, 0) != 0) {
-    spdlog::debug("FUSE ring: queue {}: cannot use {}", qid, preempt ? "SCHED_OTHER" : "SCHED_BATCH");
+  errno = 0;
+  attr.sched_nice = ::getpriority(PRIO_PROCESS, 0);  // the thread's own: keep it
+  if (errno != 0 || ::syscall(SYS_sched_setattr, 0, &attr, 0) != 0) {
+    static std::atomic<bool> said{false};
+    if (!said.exchange(true)) {
+      spdlog::warn("FUSE ring: queue {}: cannot use {}: {}", qid,
+                   preempt ? "SCHED_OTHER" : "SCHED_BATCH", std::strerror(errno));
+    }
   }
 }
 
@@ -459,8 +469,10 @@ void FuseRing::serve(Worker& worker, Entry& entry) {
 
   serving_ = &entry;
   next_at_once_ = false;
+  overtaking_ = std::exchange(worker.stranded, false);
   dispatch_(request, in.len);
   serving_ = nullptr;
+  overtaking_ = false;
   if (next_at_once_ != worker.preempts) {
     worker.preempts = next_at_once_;
     preempt_on_wakeup(worker.qid, worker.preempts);
@@ -472,9 +484,12 @@ void FuseRing::serve(Worker& worker, Entry& entry) {
     // reached the queue while it had no free entry stays queued in the kernel until an answer
     // is committed there (a registration does not take it up), and the answer this one owes
     // may depend on it. So have the kicker make a request on this CPU, which the new entry
-    // takes and whose commit takes up the oldest queued one.
+    // takes and whose commit takes up the oldest queued one. The request that the new entry
+    // takes (the kicker's, or another made first) so overtakes the queued ones, and must not
+    // wait for them (FuseRing::overtaking()); after its commit, the queue is in order again.
     if (int err = add_entry(worker); err != 0) return give_up(worker, "another entry", err);
     io_uring_submit(&worker.ring);
+    worker.stranded = true;
     request_kick(worker);
   } else {
     commit(worker, entry);

@@ -4,7 +4,9 @@
 //  - a request and its reply cost no cross-CPU wake-up, and one io_uring_enter both answers a
 //    request and waits for the next;
 //  - a CPU's requests are served in the order the kernel queued them, so the release that a
-//    close() queued is served before the closer's next request (a commit; see Store::flush).
+//    close() queued is served before the closer's next request (a commit; see
+//    Store::release). Except right after a handler parks its entry (below): the next request
+//    can overtake those that reached the queue meanwhile.
 // So no handler may wait for the kernel to answer another request (see op_flush).
 // FORGET and INTERRUPT still come through /dev/fuse, and notifications go out through it.
 //
@@ -62,6 +64,9 @@ class FuseRing {
   // answered close(2) queues, is served at once, not when the closer next blocks (see run()).
   // Others may be waiting for it. Elsewhere it does nothing.
   static void serve_next_at_once() { next_at_once_ = true; }
+  // Whether the request this thread serves may have overtaken requests of its own queue,
+  // which wait in the kernel until it is answered (see serve()). False off the workers.
+  static bool overtaking() { return overtaking_; }
 
  private:
   struct Entry;
@@ -91,6 +96,7 @@ class FuseRing {
   std::vector<std::unique_ptr<Entry>> entries_;
   static thread_local Entry* serving_;  // the entry whose request this thread dispatches
   static thread_local bool next_at_once_;  // serve_next_at_once() during this dispatch
+  static thread_local bool overtaking_;    // see overtaking()
 };
 
 }  // namespace smos::os

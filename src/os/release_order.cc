@@ -21,6 +21,21 @@ void ReleaseOrder::expect(std::uint64_t fh) {
   update();
 }
 
+void ReleaseOrder::release_turn(std::uint64_t fh) {
+  if (!active_.load(std::memory_order_acquire)) return;
+  std::unique_lock lock(mu_);
+  const auto it = in_flight_.find(fh);
+  if (it == in_flight_.end()) return;
+  const std::uint64_t unique = it->second;
+  ++waiting_;
+  const bool served = changed_.wait_for(lock, max_wait_, [&] { return served_before(unique); });
+  --waiting_;
+  if (!served) {
+    spdlog::warn("FUSE channel: release {} waited {} ms for the releases numbered before it, "
+                 "and goes ahead without them", unique, max_wait_.count());
+  }
+}
+
 void ReleaseOrder::released(std::uint64_t fh) {
   std::lock_guard lock(mu_);
   if (in_flight_.erase(fh) + expected_.erase(fh) != 0) update();
@@ -81,14 +96,14 @@ ReleaseOrder::Clock::time_point ReleaseOrder::settles_by() const {
   return last == Clock::time_point::min() ? last : last + settle_wait_;
 }
 
-bool ReleaseOrder::wait_turn(std::uint64_t unique) {
+bool ReleaseOrder::wait_turn(std::uint64_t unique, bool overtaking) {
   if (!active_.load(std::memory_order_acquire)) return true;
   std::unique_lock lock(mu_);
   ++waiting_;
   // A release that is flushed but not received may be in another worker's hands, taken
   // before this request: wait until all before it are received.
   const Clock::time_point lost_by = Clock::now() + lost_wait_;
-  while (seen_through_ + kStep < unique) {
+  while (!overtaking && seen_through_ + kStep < unique) {
     const Clock::time_point now = Clock::now();
     if (now >= settles_by()) break;
     if (now >= lost_by) {

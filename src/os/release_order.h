@@ -23,7 +23,8 @@
 //    close(2) flushes again. So a release expected for longer than settle_wait after its last
 //    flush is not waited for in the numbering (it is still waited for once received): a file
 //    kept open elsewhere does not hold every request back until it is closed.
-//  - released(): the release handler reports once the store has served it.
+//  - release_turn(), released(): the release handler serves expected releases in their
+//    order, and reports once the store has served one.
 // A request waits at most max_wait for a release, and the daemon logs it if it gave up. A
 // number that never arrives (a request the kernel dropped before sending it) is given up after
 // lost_wait.
@@ -51,13 +52,19 @@ class ReleaseOrder {
 
   // The release of handle `fh`, flushed, commits or discards its entry.
   void expect(std::uint64_t fh);
+  // Before the store serves the release of `fh`, if expected: returns once the expected
+  // releases numbered before it are served (at most max_wait), so that they commit in the
+  // order their files were closed.
+  void release_turn(std::uint64_t fh);
   // The store has served the release of `fh`, expected or not.
   void released(std::uint64_t fh);
   // `request` (fuse_in_header first) was read from the device.
   void received(const void* request, std::size_t size);
   // Before serving request number `unique`, which observes entries: returns once it may be
-  // served, true, or false if it gave up waiting for a release.
-  bool wait_turn(std::uint64_t unique);
+  // served, true, or false if it gave up waiting for a release. `overtaking`: requests
+  // numbered below it may be held back until it is answered (see FuseRing::overtaking()), so
+  // it waits only for the releases already received.
+  bool wait_turn(std::uint64_t unique, bool overtaking = false);
 
   // Numbers received above a hole, at most (some 3 MiB): past this, the hole is given up.
   static constexpr std::size_t kMaxAbove = 65536;

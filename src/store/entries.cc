@@ -71,6 +71,7 @@ int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t 
   rt.written = false;
   rt.name_flushed = false;
   rt.replaced = false;
+  rt.closed_at = 0;
   rt.redirect_tid = 0;
   rt.cached_readers = 0;
   rt.aliases = 0;
@@ -139,6 +140,7 @@ void Store::commit(std::uint32_t e) {
   ObjectRt& ort = object_rt_[o];
   drop_pending(e);
   if (r.seq == 0) r.seq = obj(o).next_seq++;  // pushed entries reserved theirs at open
+  if (entry_rt_[e].closed_at == 0) entry_rt_[e].closed_at = ++closes_;
   touch(r.times, false);
   r.flags = 0;
   r.state = EntryState::kCommitted;
@@ -478,7 +480,12 @@ void Store::name_dropped(std::uint64_t fh) {
   const Handle* h;
   if (entry_of_handle(fh, &h) != 0 || ent(h->entry).state != EntryState::kWrite) return;
   entry_rt_[h->entry].name_flushed = true;
-  ent(h->entry).flags |= layout::kEntryClosed;
+  mark_closed(h->entry);
+}
+
+void Store::mark_closed(std::uint32_t e) {
+  ent(e).flags |= layout::kEntryClosed;
+  entry_rt_[e].closed_at = ++closes_;
 }
 
 int Store::flush(std::uint64_t fh, StaleName* stale) {
@@ -501,7 +508,7 @@ int Store::flush(std::uint64_t fh, StaleName* stale) {
     *stale = StaleName{obj(r.object).ino, std::string(name_of(r.name))};
     return 0;
   }
-  r.flags |= layout::kEntryClosed;
+  mark_closed(h->entry);
   return 0;
 }
 
@@ -532,10 +539,20 @@ int Store::release(std::uint64_t fh) {
       if (entry_rt_[h.entry].pushed) {
         commit(h.entry);
       } else {
-        // Versions of the name whose writers closed them earlier, and whose releases are still
-        // on their way, commit first: the name ends with the last one closed.
-        r.flags |= layout::kEntryClosed;
-        commit_closed(r.object, name_of(r.name));
+        // The name ends with the version closed last. Releases are served in the order they
+        // were sent (FuseChannel::release_turn), but one can come too late: a version closed
+        // later took the name already. Then this one commits and is replaced at once.
+        if (rt.closed_at == 0) mark_closed(h.entry);
+        const auto& committed = object_rt_[r.object].committed;
+        if (auto it = committed.find(name_of(r.name));
+            it != committed.end() && entry_rt_[it->second].closed_at > rt.closed_at) {
+          drop_pending(h.entry);
+          if (r.seq == 0) r.seq = obj(r.object).next_seq++;
+          rt.replaced = true;
+          retire(h.entry);
+          return 0;
+        }
+        commit(h.entry);
       }
     } else {
       // Explicit mode: the writer left without committing, so the entry never existed.

@@ -193,17 +193,6 @@ bool Store::is_writer(std::uint32_t e, const Caller& caller) const {
   return caller.pid == tgid || os::thread_group_of(caller.pid) == tgid;
 }
 
-void Store::commit_closed(std::uint32_t o, std::string_view name) {
-  std::vector<std::uint32_t> ready;
-  auto [first, last] = object_rt_[o].pending.equal_range(name);
-  for (auto it = first; it != last; ++it) {
-    if (closed(it->second)) ready.push_back(it->second);
-  }
-  // Oldest first, so that the newest write ends up holding the name.
-  std::sort(ready.begin(), ready.end(), [this](auto a, auto b) { return ent(a).ino < ent(b).ino; });
-  for (std::uint32_t e : ready) commit(e);
-}
-
 std::optional<std::uint32_t> Store::own_pending(std::uint32_t o, std::string_view name,
                                                 const Caller& caller) const {
   if (auto redirect = own_redirect(o, name, caller)) return redirect;

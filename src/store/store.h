@@ -255,6 +255,7 @@ class Store {
     bool written = false;       // bytes written or resized since it was created
     bool name_flushed = false;  // flush() had the kernel drop the name this write replaces
     bool replaced = false;      // a zombie because a newer version took its name
+    std::uint64_t closed_at = 0;  // closes_ when a writer last closed it, or it committed
     pid_t redirect_tid = 0;     // a replace this thread has yet to open (see begin_replace())
     std::uint32_t cached_readers = 0;  // read handles of its own inode without passthrough
     std::uint32_t aliases = 0;         // .latest aliases bound to it: it lives while they do
@@ -295,9 +296,6 @@ class Store {
   // The version of `name` that `caller` sees: the one it is writing, or the committed one.
   int visible_entry(std::uint32_t o, std::string_view name, const Caller& caller,
                     std::uint32_t* e);
-  // Commits the write entries of `name` that a writer closed, whose releases are still on
-  // their way.
-  void commit_closed(std::uint32_t o, std::string_view name);
   // The caller's newest write entry of `name`, if it is writing one: the replace it is opening,
   // or else the newest one it opened.
   std::optional<std::uint32_t> own_pending(std::uint32_t o, std::string_view name,
@@ -307,6 +305,7 @@ class Store {
                                             const Caller& caller) const;
   void drop_stale_redirects(std::uint32_t o);
   bool closed(std::uint32_t e) { return ent(e).flags & layout::kEntryClosed; }
+  void mark_closed(std::uint32_t e);
 
   Attr object_attr(std::uint32_t o);
   Attr entry_attr(std::uint32_t e);
@@ -378,6 +377,7 @@ class Store {
   NameListener name_listener_;
   BackingFiles* backing_ = nullptr;
   std::uint64_t bytes_used_ = 0;
+  std::uint64_t closes_ = 0;  // writers' closes and commits so far (EntryRt::closed_at)
 };
 
 }  // namespace smos

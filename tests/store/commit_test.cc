@@ -303,6 +303,31 @@ TEST_F(StoreCommitTest, AnUncommittedReplaceIsDiscardedInExplicitMode) {
   EXPECT_EQ(store().stats().memory_used, 3u);
 }
 
+TEST_F(StoreCommitTest, AVersionStillOpenElsewhereOutlivesAnotherVersionsCommit) {
+  Ino obj = MakeObject("o");
+  Attr mine_attr;
+  const std::uint64_t mine = Create(obj, "w", &mine_attr);
+  ASSERT_EQ(Write(mine, 0, "mine"), 0);
+  ASSERT_EQ(store().flush(mine), 0);  // a dup's close: the file stays open
+  Attr theirs_attr;
+  OpenFile theirs;
+  ASSERT_EQ(store().create(obj, "w", 0644, kCreateFlags | O_TRUNC, Other(), &theirs_attr, &theirs),
+            0);
+  ASSERT_EQ(Write(theirs.fh, 0, "theirs"), 0);
+  ASSERT_EQ(store().flush(theirs.fh), 0);
+  ASSERT_EQ(store().release(theirs.fh), 0);
+  EXPECT_EQ(ContentsOf(InoOf(obj, "w", Other()), Other()), "theirs");
+  EXPECT_EQ(Xattr(mine_attr.ino, xattr::kState), "write") << "still open, still being written";
+
+  ASSERT_EQ(Write(mine, 4, "!"), 0);
+  ASSERT_EQ(store().flush(mine), 0);  // the last close, after theirs
+  ASSERT_EQ(store().release(mine), 0);
+  EXPECT_EQ(ContentsOf(InoOf(obj, "w", Other()), Other()), "mine!");
+  store().forget(mine_attr.ino, 1);
+  store().forget(theirs_attr.ino, 1);
+  EXPECT_EQ(store().stats().memory_used, 5u) << "theirs is freed";
+}
+
 TEST_F(StoreCommitTest, TheNameEndsWithTheVersionClosedLastWhateverTheReleaseOrder) {
   Ino obj = MakeObject("o");
   Attr attr;
@@ -316,7 +341,9 @@ TEST_F(StoreCommitTest, TheNameEndsWithTheVersionClosedLastWhateverTheReleaseOrd
   ASSERT_EQ(store().release(second.fh), 0);
   ASSERT_EQ(store().release(first), 0);  // the late release of the version closed first
   EXPECT_EQ(ContentsOf(InoOf(obj, "w", Other()), Other()), "second");
-  EXPECT_EQ(Xattr(InoOf(obj, "w", Other()), xattr::kSeq), "2");
+  EXPECT_EQ(Xattr(InoOf(obj, "w", Other()), xattr::kSeq), "1");
+  EXPECT_EQ(Xattr(attr.ino, xattr::kSeq), "2") << "committed, and replaced at once";
+  EXPECT_EQ(Xattr(attr.ino, xattr::kState), "zombie");
   store().forget(attr.ino, 1);  // the kernel's reference from the create
   EXPECT_EQ(store().stats().memory_used, 6u) << "the first version is freed";
 }

@@ -151,6 +151,40 @@ TEST_F(ReleaseOrderTest, RequestsNumberedBeforeTheReleaseDoNotWait) {
   EXPECT_TRUE(TurnAtOnce(10)) << "after the release was served";
 }
 
+TEST_F(ReleaseOrderTest, ARequestThatOvertookItsQueueWaitsOnlyForReleasesReceived) {
+  // A ring queue's new entry took request 10 while 4 and 8 wait in the kernel for its answer.
+  order_.expect(kFh);
+  Receive(Request(FUSE_RELEASE, 6, kFh));
+  Receive(Request(FUSE_LOOKUP, 10));
+  std::future<bool> turn =
+      std::async(std::launch::async, [this] { return order_.wait_turn(10, true); });
+  EXPECT_FALSE(Returned(turn, kHeld)) << "served before the release received";
+  order_.released(kFh);
+  ASSERT_TRUE(Returned(turn, milliseconds(2000))) << "waited for 4 and 8";
+  EXPECT_TRUE(turn.get());
+  order_.expect(kFh + 1);  // its release may be 4 or 8: not waited for
+  const auto start = Clock::now();
+  EXPECT_TRUE(order_.wait_turn(10, true));
+  EXPECT_LT(Clock::now() - start, kHeld);
+  order_.released(kFh + 1);
+}
+
+TEST_F(ReleaseOrderTest, ExpectedReleasesAreServedInTheirOrder) {
+  order_.expect(kFh);
+  order_.expect(kFh + 1);
+  Receive(Request(FUSE_RELEASE, 4, kFh));
+  Receive(Request(FUSE_RELEASE, 6, kFh + 1));
+  auto second = std::async(std::launch::async, [this] { order_.release_turn(kFh + 1); });
+  EXPECT_EQ(second.wait_for(kHeld), std::future_status::timeout) << "served before the first";
+  const auto start = Clock::now();
+  order_.release_turn(kFh);  // nothing before it
+  EXPECT_LT(Clock::now() - start, kHeld);
+  order_.released(kFh);
+  EXPECT_EQ(second.wait_for(milliseconds(2000)), std::future_status::ready);
+  order_.released(kFh + 1);
+  order_.release_turn(kFh + 2);  // not expected: no wait
+}
+
 TEST_F(ReleaseOrderTest, ReleasesThatSettleNothingHoldNobodyBack) {
   // A reader's release, or a push's (committed at its flush): never expected.
   Receive(Request(FUSE_RELEASE, 4, kFh));
