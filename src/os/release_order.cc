@@ -28,12 +28,8 @@ void ReleaseOrder::release_turn(std::uint64_t fh) {
   if (it == in_flight_.end()) return;
   const std::uint64_t unique = it->second;
   ++waiting_;
-  const bool served = changed_.wait_for(lock, max_wait_, [&] { return served_before(unique); });
+  wait_served_before(lock, unique);
   --waiting_;
-  if (!served) {
-    spdlog::warn("FUSE channel: release {} waited {} ms for the releases numbered before it, "
-                 "and goes ahead without them", unique, max_wait_.count());
-  }
 }
 
 void ReleaseOrder::released(std::uint64_t fh) {
@@ -114,17 +110,20 @@ bool ReleaseOrder::wait_turn(std::uint64_t unique, bool overtaking) {
     }
     changed_.wait_until(lock, std::min(lost_by, settles_by()));
   }
-  const bool served = changed_.wait_for(lock, max_wait_, [&] { return served_before(unique); });
+  const bool served = wait_served_before(lock, unique);
   --waiting_;
-  if (!served) {
-    spdlog::warn("FUSE channel: request {} waited {} ms for the releases numbered before it, "
-                 "and goes ahead without them", unique, max_wait_.count());
-    // Never wait for these again (a release that libfuse dropped would hold everyone back for
-    // good).
-    std::erase_if(in_flight_, [unique](const auto& item) { return item.second < unique; });
-    update();
-  }
   return served;
+}
+
+bool ReleaseOrder::wait_served_before(std::unique_lock<std::mutex>& lock, std::uint64_t unique) {
+  if (changed_.wait_for(lock, max_wait_, [&] { return served_before(unique); })) return true;
+  spdlog::warn("FUSE channel: request {} waited {} ms for the releases numbered before it, and "
+               "goes ahead without them", unique, max_wait_.count());
+  // Never wait for these again (a release that libfuse dropped would hold everyone back for
+  // good).
+  std::erase_if(in_flight_, [unique](const auto& item) { return item.second < unique; });
+  update();
+  return false;
 }
 
 }  // namespace smos::os

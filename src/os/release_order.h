@@ -71,6 +71,9 @@ class ReleaseOrder {
 
  private:
   bool served_before(std::uint64_t unique) const;  // the releases numbered below `unique`
+  // Waits until served_before(unique), at most max_wait: then logs it, forgets those releases
+  // (libfuse may have dropped one), and returns false.
+  bool wait_served_before(std::unique_lock<std::mutex>& lock, std::uint64_t unique);
   // Until when a release expected may still be sent (the past if none is).
   Clock::time_point settles_by() const;
   void note_seen(std::uint64_t unique);

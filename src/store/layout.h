@@ -85,8 +85,8 @@ struct EntryRecord {
 };
 
 // EntryRecord::flags: a writer closed a descriptor of this write entry since its last write.
-// In commit-on-close objects, recovery commits such an entry: its close(2) returned, and the
-// daemon stopped before the kernel's (asynchronous) release arrived.
+// In commit-on-close objects, recovery commits such an entry: a close(2) of it returned, and
+// whether the kernel's (asynchronous) release was on its way was lost with the daemon.
 inline constexpr std::uint32_t kEntryClosed = 1u << 0;
 
 struct StoreHeader {
