@@ -328,9 +328,9 @@ void pin_to_queue_cpu(unsigned qid) {
 // But a release that commits an entry is awaited by every request made after the close (see
 // release_order.h), other CPUs' too, and a closer that computes on would hold it back for a
 // time slice, milliseconds. So the close's FLUSH has the worker preempt on its next wake-up.
-// Preempting on a wake-up also takes a short slice: the task woken runs first only if its slice
-// is shorter than the running task's (the scheduler's PREEMPT_SHORT, Linux 6.12+; older
-// kernels ignore it).
+// Preempting on a wake-up also takes a short slice: a task that wakes preempts one whose slice
+// still protects it only if its own slice is shorter (the scheduler's PREEMPT_SHORT, Linux
+// 6.12+; older kernels ignore the slice).
 void preempt_on_wakeup(unsigned qid, bool preempt) {
   struct {  // struct sched_attr, its first version; <linux/sched/types.h> clashes with glibc's
     std::uint32_t size, sched_policy;
