@@ -256,7 +256,7 @@ TEST(ReleaseOrderHoles, AHoleIsGivenUpAfterLostWaitEvenWithNobodyWaiting) {
 }
 
 TEST(ReleaseOrderSettling, AFileKeptOpenElsewhereStopsHoldingRequestsBackAfterSettleWait) {
-  constexpr milliseconds kSettleWait{50};
+  constexpr milliseconds kSettleWait{100};
   os::ReleaseOrder order(milliseconds(10000), milliseconds(10000), kSettleWait);
   const auto receive = [&](std::uint32_t opcode, std::uint64_t unique, std::uint64_t fh = 0) {
     const auto request = Request(opcode, unique, fh);
