@@ -60,6 +60,13 @@ struct InOrder<Op> {
 
 }  // namespace
 
+void wait_released(fuse_req_t req) {
+  guarded("wait_released", [req] {
+    channel_of(req).wait_released();
+    return 0;
+  });
+}
+
 Caller caller_of(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
   return Caller{ctx->uid, ctx->gid, ctx->pid};

@@ -52,6 +52,8 @@ inline os::FuseChannel& channel_of(fuse_req_t req) {
   return static_cast<Context*>(fuse_req_userdata(req))->channel;
 }
 
+// Before a request whose answer depends on which files are open (FuseChannel::wait_released).
+void wait_released(fuse_req_t req);
 Caller caller_of(fuse_req_t req);
 void fill_stat(const Attr& attr, struct stat* st);
 // Replies with an entry for `attr`, with cache timeouts that suit its kind.

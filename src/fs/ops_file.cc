@@ -111,6 +111,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // Registered first: an interrupt that comes before the pop is queued is seen by
   // `waiter.interrupted`, one that comes after finds the queued wait to cancel.
   fuse_req_interrupt_func(req, on_interrupt, reinterpret_cast<void*>(waiter.id));
+  // A pop skips entries that readers hold: after a reader's close, the pop must find it idle.
+  if (guarded("open", [&] { return store.pops(ino) ? 1 : 0; }) == 1) wait_released(req);
   OpenFile file;
   int err = guarded("open", [&] { return store.open(ino, fi->flags, caller_of(req), &file, &waiter); });
   if (err == EINPROGRESS) return;

@@ -1,7 +1,9 @@
 // Extended attributes: the control surface of objects and entries.
 #include <string>
+#include <string_view>
 
 #include "fs/fs.h"
+#include "smos/xattr.h"
 
 namespace smos::fs {
 
@@ -30,6 +32,10 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
 
 // Valid replies: fuse_reply_buf, fuse_reply_data, fuse_reply_xattr, fuse_reply_err.
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  // A reader's close must show in the state and reader count it asks for next.
+  if (std::string_view(name) == xattr::kState || std::string_view(name) == xattr::kReaders) {
+    wait_released(req);
+  }
   std::string value;
   int err = guarded("getxattr", [&] { return store_of(req).getxattr(ino, name, &value); });
   if (err != 0) {

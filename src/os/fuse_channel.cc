@@ -121,6 +121,10 @@ void FuseChannel::wait_turn() {
   if (read_unique != 0) releases_.wait_turn(read_unique, FuseRing::overtaking());
 }
 
+void FuseChannel::wait_released() {
+  if (read_unique != 0) releases_.wait_released(read_unique, !FuseRing::serving());
+}
+
 ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {
   if (reply_backing_id > 0 && count == 2 && iov[0].iov_len == sizeof(fuse_out_header) &&
       iov[1].iov_len == sizeof(fuse_open_out)) {

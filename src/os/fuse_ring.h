@@ -67,6 +67,8 @@ class FuseRing {
   // Whether the request this thread serves may have overtaken requests of its own queue,
   // which wait in the kernel until it is answered (see serve()). False off the workers.
   static bool overtaking() { return overtaking_; }
+  // Whether this thread serves a request of a ring queue.
+  static bool serving() { return serving_ != nullptr; }
 
  private:
   struct Entry;

@@ -28,13 +28,13 @@ void ReleaseOrder::release_turn(std::uint64_t fh) {
   if (it == in_flight_.end()) return;
   const std::uint64_t unique = it->second;
   ++waiting_;
-  wait_served_before(lock, unique);
+  wait_served_before(lock, in_flight_, unique);
   --waiting_;
 }
 
 void ReleaseOrder::released(std::uint64_t fh) {
   std::lock_guard lock(mu_);
-  if (in_flight_.erase(fh) + expected_.erase(fh) != 0) update();
+  if (in_flight_.erase(fh) + expected_.erase(fh) + others_.erase(fh) != 0) update();
 }
 
 void ReleaseOrder::received(const void* request, std::size_t size) {
@@ -47,8 +47,7 @@ void ReleaseOrder::received(const void* request, std::size_t size) {
   if (in.opcode != FUSE_RELEASE || size < sizeof in + sizeof(fuse_release_in)) return;
   fuse_release_in release;
   std::memcpy(&release, static_cast<const char*>(request) + sizeof in, sizeof release);
-  if (expected_.erase(release.fh) == 0) return;
-  in_flight_[release.fh] = in.unique;
+  (expected_.erase(release.fh) != 0 ? in_flight_ : others_)[release.fh] = in.unique;
   update();
 }
 
@@ -81,11 +80,6 @@ void ReleaseOrder::update() {
   if (waiting_ > 0) changed_.notify_all();
 }
 
-bool ReleaseOrder::served_before(std::uint64_t unique) const {
-  return std::none_of(in_flight_.begin(), in_flight_.end(),
-                      [unique](const auto& item) { return item.second < unique; });
-}
-
 ReleaseOrder::Clock::time_point ReleaseOrder::settles_by() const {
   Clock::time_point last = Clock::time_point::min();
   for (const auto& [fh, flushed] : expected_) last = std::max(last, flushed);
@@ -110,18 +104,36 @@ bool ReleaseOrder::wait_turn(std::uint64_t unique, bool overtaking) {
     }
     changed_.wait_until(lock, std::min(lost_by, settles_by()));
   }
-  const bool served = wait_served_before(lock, unique);
+  const bool served = wait_served_before(lock, in_flight_, unique);
   --waiting_;
   return served;
 }
 
-bool ReleaseOrder::wait_served_before(std::unique_lock<std::mutex>& lock, std::uint64_t unique) {
-  if (changed_.wait_for(lock, max_wait_, [&] { return served_before(unique); })) return true;
+bool ReleaseOrder::wait_released(std::uint64_t unique, bool fill_holes) {
+  std::unique_lock lock(mu_);
+  ++waiting_;
+  if (fill_holes) {
+    changed_.wait_for(lock, hole_wait_, [&] { return seen_through_ + kStep >= unique; });
+  }
+  const bool served = wait_served_before(lock, in_flight_, unique) &&
+                      wait_served_before(lock, others_, unique);
+  --waiting_;
+  return served;
+}
+
+bool ReleaseOrder::wait_served_before(std::unique_lock<std::mutex>& lock, Releases& releases,
+                                      std::uint64_t unique) {
+  const auto numbered_below = [unique](const auto& item) { return item.second < unique; };
+  if (changed_.wait_for(lock, max_wait_, [&] {
+        return std::none_of(releases.begin(), releases.end(), numbered_below);
+      })) {
+    return true;
+  }
   spdlog::warn("FUSE channel: request {} waited {} ms for the releases numbered before it, and "
                "goes ahead without them", unique, max_wait_.count());
   // Never wait for these again (a release that libfuse dropped would hold everyone back for
   // good).
-  std::erase_if(in_flight_, [unique](const auto& item) { return item.second < unique; });
+  std::erase_if(releases, numbered_below);
   update();
   return false;
 }

@@ -25,6 +25,11 @@
 //    kept open elsewhere does not hold every request back until it is closed.
 //  - release_turn(), released(): the release handler serves expected releases in their
 //    order, and reports once the store has served one.
+//  - wait_released(): a reader's release is not expected (a reader has no FLUSH: that would
+//    cost every read-only close a round trip), but it changes what a few requests answer: a
+//    reader count, and which entry a pop takes. Those wait until every release received
+//    before them is served, and through /dev/fuse until every request numbered below them has
+//    been received (at most hole_wait).
 // A request waits at most max_wait for a release, and the daemon logs it if it gave up. A
 // number that never arrives (a request the kernel dropped before sending it) is given up after
 // lost_wait.
@@ -47,8 +52,12 @@ class ReleaseOrder {
 
   explicit ReleaseOrder(std::chrono::milliseconds max_wait = std::chrono::seconds(1),
                         std::chrono::milliseconds lost_wait = std::chrono::seconds(1),
-                        std::chrono::milliseconds settle_wait = std::chrono::milliseconds(100))
-      : max_wait_(max_wait), lost_wait_(lost_wait), settle_wait_(settle_wait) {}
+                        std::chrono::milliseconds settle_wait = std::chrono::milliseconds(100),
+                        std::chrono::milliseconds hole_wait = std::chrono::milliseconds(20))
+      : max_wait_(max_wait),
+        lost_wait_(lost_wait),
+        settle_wait_(settle_wait),
+        hole_wait_(hole_wait) {}
 
   // The release of handle `fh`, flushed, commits or discards its entry.
   void expect(std::uint64_t fh);
@@ -65,15 +74,22 @@ class ReleaseOrder {
   // numbered below it may be held back until it is answered (see FuseRing::overtaking()), so
   // it waits only for the releases already received.
   bool wait_turn(std::uint64_t unique, bool overtaking = false);
+  // Before serving request number `unique`, whose answer depends on which files are open:
+  // returns once every release received before it is served, true, or false if it gave up
+  // waiting for one. `fill_holes`: first waits, at most hole_wait, until every request
+  // numbered below it has been received. Only where requests numbered below are always
+  // about to be (from /dev/fuse; a ring queue of another CPU takes its own when it runs).
+  bool wait_released(std::uint64_t unique, bool fill_holes);
 
   // Numbers received above a hole, at most (some 3 MiB): past this, the hole is given up.
   static constexpr std::size_t kMaxAbove = 65536;
 
  private:
-  bool served_before(std::uint64_t unique) const;  // the releases numbered below `unique`
-  // Waits until served_before(unique), at most max_wait: then logs it, forgets those releases
-  // (libfuse may have dropped one), and returns false.
-  bool wait_served_before(std::unique_lock<std::mutex>& lock, std::uint64_t unique);
+  using Releases = std::unordered_map<std::uint64_t, std::uint64_t>;  // fh -> its number
+  // Waits until no release in `releases` is numbered below `unique`, at most max_wait: then
+  // logs it, forgets those releases (libfuse may have dropped one), and returns false.
+  bool wait_served_before(std::unique_lock<std::mutex>& lock, Releases& releases,
+                          std::uint64_t unique);
   // Until when a release expected may still be sent (the past if none is).
   Clock::time_point settles_by() const;
   void note_seen(std::uint64_t unique);
@@ -83,12 +99,14 @@ class ReleaseOrder {
   const std::chrono::milliseconds max_wait_;
   const std::chrono::milliseconds lost_wait_;
   const std::chrono::milliseconds settle_wait_;
+  const std::chrono::milliseconds hole_wait_;
   std::mutex mu_;
   std::condition_variable changed_;
   int waiting_ = 0;
   std::unordered_map<std::uint64_t, Clock::time_point> expected_;  // fh -> its last flush
-  std::unordered_map<std::uint64_t, std::uint64_t> in_flight_;  // fh -> its RELEASE's number
-  std::atomic<bool> active_{false};                        // either is not empty
+  Releases in_flight_;                    // received, expected
+  Releases others_;                       // received, not expected
+  std::atomic<bool> active_{false};       // expected_ or in_flight_ is not empty
   std::uint64_t seen_through_ = 0;    // every request numbered up to this one was received
   std::set<std::uint64_t> seen_above_;  // and these above it
   Clock::time_point hole_since_;        // when the lowest number missing was first missed

@@ -287,6 +287,12 @@ int Store::create(Ino parent, std::string_view name, mode_t mode, int flags,
   return open(attr->ino, flags & ~(O_CREAT | O_EXCL), caller, out);
 }
 
+bool Store::pops(Ino ino) {
+  Guard guard(*this);
+  const auto t = tickets_.find(ino);
+  return t != tickets_.end() && t->second.kind == Control::kPop;
+}
+
 int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter* waiter) {
   Guard guard(*this);
   // Nothing is truncated by a read-only open. The kernel would empty the inode's size and page

@@ -150,6 +150,8 @@ class Store {
   // must come back for the new version: lookup() of the name by the same thread now returns it,
   // and its open succeeds.
   int open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter* waiter = nullptr);
+  // Whether an open of `ino` pops: it takes the oldest entry that no reader holds.
+  bool pops(Ino ino);
   // Returns true if the waiter was still queued: its callback will never run.
   bool cancel_wait(std::uint64_t id);
   // Ends every waiting pop with `err`: the daemon is stopping.

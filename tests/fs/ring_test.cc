@@ -69,7 +69,30 @@ class RingTest : public MountTest, public ::testing::WithParamInterface<bool> {
     return poppers;
   }
 
+  // Starts another process that pushes and pops until StopLoad(), so that both CPUs' queues
+  // are busy.
+  void StartLoad() {
+    const std::string obj = MakeObject("load");
+    load_stop_ = smosd_.dir() + "/stop-load";
+    load_ = std::make_unique<Child>([&](Channel& channel) {
+      channel.Signal();
+      while (::access(load_stop_.c_str(), F_OK) != 0) {
+        if (!WriteFile(obj + "/" + control::kPush, "x").ok()) return ChildFail("push");
+        Fd fd = Open(obj + "/" + control::kPop, O_RDONLY | O_NONBLOCK);
+        if (!fd.ok()) return ChildFail("pop");
+      }
+      return 0;
+    });
+    ASSERT_TRUE(load_->Wait());
+  }
+  void StopLoad() {
+    std::ofstream(load_stop_).put('\n');
+    EXPECT_EQ(load_->Join(), 0);
+  }
+
   std::string obj_;
+  std::string load_stop_;
+  std::unique_ptr<Child> load_;
 };
 
 std::string ModeName(const ::testing::TestParamInfo<bool>& info) {
@@ -230,29 +253,54 @@ TEST_P(RingTest, AWriterThatMovesToAnotherCpuAfterCloseStillFindsItsEntryCommitt
 // writer's next request back until its release is served (as it does across the ring's
 // queues).
 TEST_P(RingTest, AWritersOwnRequestsAfterCloseFindTheEntryCommitted) {
-  // Load from another process, so that both CPUs' queues are busy.
-  const std::string load_obj = MakeObject("load");
-  const std::string stop = smosd_.dir() + "/stop-load";
-  auto load = std::make_unique<Child>([&](Channel& channel) {
-    channel.Signal();
-    while (::access(stop.c_str(), F_OK) != 0) {
-      if (!WriteFile(load_obj + "/" + control::kPush, "x").ok()) return ChildFail("push");
-      Fd fd = Open(load_obj + "/" + control::kPop, O_RDONLY | O_NONBLOCK);
-      if (!fd.ok()) return ChildFail("pop");
-    }
-    return 0;
-  });
-  ASSERT_TRUE(load->Wait());
+  ASSERT_NO_FATAL_FAILURE(StartLoad());
   int uncommitted = 0;
   for (int i = 0; i < 500; ++i) {
     const std::string e = obj_ + "/e" + std::to_string(i);
     ASSERT_EQ(WriteFile(e, "bytes"), kOk);
     if (SetXattr(e, "user.late", "x") != Err(EPERM)) ++uncommitted;
   }
-  std::ofstream(stop).put('\n');
-  EXPECT_EQ(load->Join(), 0);
+  StopLoad();
   EXPECT_EQ(uncommitted, 0) << "of 500 entries, the writer could still change this many after "
                                "close() returned";
+}
+
+// A reader's close() queues the release that makes its entry idle again. Readers send no FLUSH
+// (that would cost every read-only close a round trip), so nothing holds requests back in
+// general; but a request whose answer depends on it, a reader count or a pop, waits for the
+// releases received before it. Through /dev/fuse, those are all that were sent before it. The
+// ring serves a CPU's queue in order, and this process stays on one CPU: another CPU's queue
+// may take the release later.
+TEST_P(RingTest, AReadersOwnRequestsAfterCloseFindTheEntryIdle) {
+  ASSERT_NO_FATAL_FAILURE(StartLoad());
+  OnCpu0 hold;
+  ASSERT_TRUE(hold.held()) << LastErr();
+  int busy = 0;
+  int skipped = 0;
+  for (int i = 0; i < 500; ++i) {
+    // A reader's own next question...
+    const std::string e = obj_ + "/e" + std::to_string(i);
+    const std::string bytes = std::to_string(i);
+    ASSERT_EQ(WriteFile(e, bytes), kOk);
+    ASSERT_EQ(ReadFile(e), bytes);
+    if (GetXattr(e, xattr::kState) != "idle") ++busy;
+    // ...and its next pop: the oldest entry, which it has just read. A pop skips the entries
+    // that readers hold, so it would take the next one, or find none.
+    ASSERT_EQ(WriteFile(obj_ + "/" + control::kPush, "newer"), kOk);
+    Fd pop = Open(obj_ + "/" + control::kPop, O_RDONLY | O_NONBLOCK);
+    ASSERT_TRUE(pop.ok()) << LastErr();
+    if (!(ReadFd(pop.get()) == bytes)) {
+      ++skipped;
+      ASSERT_EQ(ErrOf(::unlink(e.c_str())), kOk);
+    }
+    ASSERT_EQ(pop.Close(), kOk);
+    while (OpenErr(obj_ + "/" + control::kPop, O_RDONLY | O_NONBLOCK) == kOk) {
+    }
+  }
+  StopLoad();
+  EXPECT_EQ(busy, 0) << "of 500 entries, this many were still busy for their reader after "
+                        "close() returned";
+  EXPECT_EQ(skipped, 0) << "of 500 pops, this many skipped the entry just read and closed";
 }
 
 }  // namespace

@@ -1,10 +1,12 @@
 // The four stages of an entry in the default (close) commit mode: write, idle, busy, zombie.
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <cerrno>
 #include <string>
 #include <vector>
 
+#include "smos/control.h"
 #include "store_fixture.h"
 
 namespace smos::test {
@@ -91,6 +93,30 @@ TEST_F(StoreLifecycleTest, ReadersMakeAnEntryBusyUntilTheyRelease) {
   EXPECT_EQ(Xattr(ino, xattr::kState), "idle");
   EXPECT_EQ(Xattr(ino, xattr::kReaders), "0");
   EXPECT_EQ(store().release(second), EBADF) << "a handle is released once";
+}
+
+// Which is why a pop asks only after the releases sent before it (fs::op_open, pops()).
+TEST_F(StoreLifecycleTest, APopSkipsTheEntriesThatReadersHold) {
+  Ino held = Put(obj_, "held", "older");
+  Put(obj_, "free", "newer");
+  std::uint64_t reader = OpenRead(held, Other());
+  Attr pop;
+  ASSERT_EQ(store().lookup(obj_, control::kPop, Other(), &pop), 0);
+  Attr latest;
+  ASSERT_EQ(store().lookup(obj_, control::kLatest, Other(), &latest), 0);
+  EXPECT_TRUE(store().pops(pop.ino));
+  EXPECT_FALSE(store().pops(latest.ino));
+  EXPECT_FALSE(store().pops(held));
+  EXPECT_FALSE(store().pops(obj_));
+  OpenFile popped;
+  ASSERT_EQ(store().open(pop.ino, O_RDONLY | O_NONBLOCK, Other(), &popped), 0);
+  EXPECT_EQ(Contents(popped.fh), "newer");
+  ASSERT_EQ(store().release(popped.fh), 0);
+  ASSERT_EQ(store().release(reader), 0);
+  ASSERT_EQ(store().lookup(obj_, control::kPop, Other(), &pop), 0);
+  ASSERT_EQ(store().open(pop.ino, O_RDONLY | O_NONBLOCK, Other(), &popped), 0);
+  EXPECT_EQ(Contents(popped.fh), "older");
+  ASSERT_EQ(store().release(popped.fh), 0);
 }
 
 TEST_F(StoreLifecycleTest, UnlinkWithoutReadersFreesTheMemoryAtOnce) {

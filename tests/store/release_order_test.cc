@@ -44,8 +44,9 @@ std::vector<char> Request(std::uint32_t opcode, std::uint64_t unique, std::uint6
 
 class ReleaseOrderTest : public ::testing::Test {
  protected:
-  // Holes in the numbering are given up only after kLost here, and releases are expected for
-  // as long, so that no test's timing depends on them but the ones about those.
+  // Holes in the numbering are given up only after kLost here, and releases are expected and
+  // holes waited for as long, so that no test's timing depends on them but the ones about
+  // those.
   static constexpr milliseconds kLost{10000};
 
   void Receive(const std::vector<char>& request) { order_.received(request.data(), request.size()); }
@@ -77,7 +78,7 @@ class ReleaseOrderTest : public ::testing::Test {
   // INIT is the first request; the kernel numbers the rest in steps of two.
   void SetUp() override { Receive(Request(FUSE_INIT, 2)); }
 
-  os::ReleaseOrder order_{milliseconds(10000), kLost, kLost};
+  os::ReleaseOrder order_{milliseconds(10000), kLost, kLost, kLost};
 };
 
 TEST_F(ReleaseOrderTest, ARequestMadeAfterACloseWaitsUntilItsReleaseIsServed) {
@@ -213,6 +214,52 @@ TEST_F(ReleaseOrderTest, AFileStillOpenElsewhereHoldsNobodyBack) {
   EXPECT_FALSE(Returned(turn, kHeld));
   order_.released(kFh);
   EXPECT_TRUE(Returned(turn, milliseconds(2000)));
+}
+
+TEST_F(ReleaseOrderTest, AReadersReleaseHoldsBackOnlyTheRequestsThatAskAfterIt) {
+  // Never expected (a reader has no FLUSH), but a reader count or a pop asks after it.
+  Receive(Request(FUSE_RELEASE, 4, kFh));
+  Receive(Request(FUSE_GETXATTR, 6));
+  EXPECT_TRUE(TurnAtOnce(6)) << "wait_turn() waits only for the releases expected";
+  auto asked = std::async(std::launch::async, [this] { return order_.wait_released(6, true); });
+  EXPECT_FALSE(Returned(asked, kHeld)) << "served while the release was being served";
+  const auto start = Clock::now();
+  EXPECT_TRUE(order_.wait_released(4, true)) << "numbered before the release";
+  EXPECT_LT(Clock::now() - start, kHeld);
+  order_.released(kFh);
+  ASSERT_TRUE(Returned(asked, milliseconds(2000)));
+  EXPECT_TRUE(asked.get());
+}
+
+TEST_F(ReleaseOrderTest, ARequestAskingAfterReleasesWaitsForNumbersStillInAnotherWorkersHands) {
+  // Number 4, a reader's release, was taken from /dev/fuse first, but not shown yet.
+  Receive(Request(FUSE_GETXATTR, 6));
+  auto asked = std::async(std::launch::async, [this] { return order_.wait_released(6, true); });
+  EXPECT_FALSE(Returned(asked, kHeld)) << "served before the release was received";
+  Receive(Request(FUSE_RELEASE, 4, kFh));
+  EXPECT_FALSE(Returned(asked, kHeld)) << "served while the release was being served";
+  order_.released(kFh);
+  ASSERT_TRUE(Returned(asked, milliseconds(2000)));
+  EXPECT_TRUE(asked.get());
+  // A ring queue's worker does not wait for another queue's numbers.
+  Receive(Request(FUSE_GETXATTR, 10));
+  const auto start = Clock::now();
+  EXPECT_TRUE(order_.wait_released(10, false));
+  EXPECT_LT(Clock::now() - start, kHeld);
+}
+
+TEST(ReleaseOrderHoles, ARequestAskingAfterReleasesWaitsForAMissingNumberOnlyForHoleWait) {
+  constexpr milliseconds kHoleWait{50};
+  os::ReleaseOrder order(milliseconds(10000), milliseconds(10000), milliseconds(10000),
+                         kHoleWait);
+  for (const auto& request : {Request(FUSE_INIT, 2), Request(FUSE_GETXATTR, 6)}) {
+    order.received(request.data(), request.size());
+  }
+  const auto start = Clock::now();
+  EXPECT_TRUE(order.wait_released(6, true));
+  const auto waited = Clock::now() - start;
+  EXPECT_GE(waited, kHoleWait - milliseconds(5));
+  EXPECT_LT(waited, kHoleWait + milliseconds(900));
 }
 
 TEST(ReleaseOrderHoles, ANumberThatNeverArrivesHoldsARequestBackOnlyBriefly) {
