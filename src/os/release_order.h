@@ -28,8 +28,10 @@
 //  - wait_released(): a reader's release is not expected (a reader has no FLUSH: that would
 //    cost every read-only close a round trip), but it changes what a few requests answer: a
 //    reader count, and which entry a pop takes. Those wait until every release received
-//    before them is served, and through /dev/fuse until every request numbered below them has
-//    been received (at most hole_wait).
+//    before them is served, and through /dev/fuse first until every request numbered below
+//    them has been received. A number still missing after hole_wait (a request killed before
+//    any thread took it, or a thread preempted that long between its read and received()) is
+//    not waited for again, and the daemon logs it.
 // A request waits at most max_wait for a release, and the daemon logs it if it gave up. A
 // number that never arrives (a request the kernel dropped before sending it) is given up after
 // lost_wait.
@@ -77,8 +79,9 @@ class ReleaseOrder {
   // Before serving request number `unique`, whose answer depends on which files are open:
   // returns once every release received before it is served, true, or false if it gave up
   // waiting for one. `fill_holes`: first waits, at most hole_wait, until every request
-  // numbered below it has been received. Only where requests numbered below are always
-  // about to be (from /dev/fuse; a ring queue of another CPU takes its own when it runs).
+  // numbered below it has been received (but numbers given up before). Only where requests
+  // numbered below are always about to be (from /dev/fuse; a ring queue of another CPU takes
+  // its own when it runs).
   bool wait_released(std::uint64_t unique, bool fill_holes);
 
   // Numbers received above a hole, at most (some 3 MiB): past this, the hole is given up.
@@ -86,10 +89,13 @@ class ReleaseOrder {
 
  private:
   using Releases = std::unordered_map<std::uint64_t, std::uint64_t>;  // fh -> its number
-  // Waits until no release in `releases` is numbered below `unique`, at most max_wait: then
-  // logs it, forgets those releases (libfuse may have dropped one), and returns false.
-  bool wait_served_before(std::unique_lock<std::mutex>& lock, Releases& releases,
-                          std::uint64_t unique);
+  // Waits until no expected release (and with `others`, no release at all) received is
+  // numbered below `unique`, at most max_wait: then logs it, forgets those releases (libfuse
+  // may have dropped one), and returns false.
+  bool wait_served_before(std::unique_lock<std::mutex>& lock, std::uint64_t unique,
+                          bool others);
+  // Whether every number below `unique` was received, but those that wait_released() gave up.
+  bool received_below(std::uint64_t unique) const;
   // Until when a release expected may still be sent (the past if none is).
   Clock::time_point settles_by() const;
   void note_seen(std::uint64_t unique);
@@ -110,6 +116,7 @@ class ReleaseOrder {
   std::uint64_t seen_through_ = 0;    // every request numbered up to this one was received
   std::set<std::uint64_t> seen_above_;  // and these above it
   Clock::time_point hole_since_;        // when the lowest number missing was first missed
+  std::uint64_t holes_skipped_through_ = 0;  // wait_released() waits for no number up to it
 };
 
 }  // namespace smos::os

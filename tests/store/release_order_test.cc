@@ -249,17 +249,57 @@ TEST_F(ReleaseOrderTest, ARequestAskingAfterReleasesWaitsForNumbersStillInAnothe
 }
 
 TEST(ReleaseOrderHoles, ARequestAskingAfterReleasesWaitsForAMissingNumberOnlyForHoleWait) {
-  constexpr milliseconds kHoleWait{50};
+  constexpr milliseconds kHoleWait{200};
   os::ReleaseOrder order(milliseconds(10000), milliseconds(10000), milliseconds(10000),
                          kHoleWait);
   for (const auto& request : {Request(FUSE_INIT, 2), Request(FUSE_GETXATTR, 6)}) {
     order.received(request.data(), request.size());
   }
-  const auto start = Clock::now();
-  EXPECT_TRUE(order.wait_released(6, true));
-  const auto waited = Clock::now() - start;
+  const auto receive = [&](std::uint64_t unique) {
+    const auto request = Request(FUSE_GETXATTR, unique);
+    order.received(request.data(), request.size());
+  };
+  receive(6);
+  const auto wait = [&](std::uint64_t unique) {
+    const auto start = Clock::now();
+    EXPECT_TRUE(order.wait_released(unique, true));
+    return Clock::now() - start;
+  };
+  auto waited = wait(6);
   EXPECT_GE(waited, kHoleWait - milliseconds(5));
   EXPECT_LT(waited, kHoleWait + milliseconds(900));
+  // Given up: the next requests do not wait for it again...
+  receive(8);
+  EXPECT_LT(wait(8), kHeld);
+  EXPECT_LT(wait(6), kHeld);
+  // ...but for a number missing above it, they do.
+  receive(12);
+  waited = wait(12);
+  EXPECT_GE(waited, kHoleWait - milliseconds(5));
+  EXPECT_LT(waited, kHoleWait + milliseconds(900));
+}
+
+TEST(ReleaseOrderGivingUp, ARequestAskingAfterReleasesGivesUpOnAllOfThemAfterOneMaxWait) {
+  constexpr milliseconds kMaxWait{400};
+  os::ReleaseOrder order(kMaxWait, milliseconds(10000), milliseconds(10000),
+                         milliseconds(10000));
+  order.expect(kFh);
+  for (const auto& request : {Request(FUSE_INIT, 2), Request(FUSE_RELEASE, 4, kFh),
+                              Request(FUSE_RELEASE, 6, kFh + 1), Request(FUSE_GETXATTR, 8),
+                              Request(FUSE_GETXATTR, 10)}) {
+    order.received(request.data(), request.size());
+  }
+  auto start = Clock::now();
+  EXPECT_FALSE(order.wait_released(8, true)) << "neither release was served";
+  const auto waited = Clock::now() - start;
+  EXPECT_GE(waited, kMaxWait);
+  EXPECT_LT(waited, 2 * kMaxWait - milliseconds(10)) << "one max_wait for both releases";
+  // Both are forgotten: nobody waits for them again.
+  start = Clock::now();
+  EXPECT_TRUE(order.wait_released(10, true));
+  EXPECT_LT(Clock::now() - start, kHeld);
+  order.released(kFh);
+  order.released(kFh + 1);
 }
 
 TEST(ReleaseOrderHoles, ANumberThatNeverArrivesHoldsARequestBackOnlyBriefly) {
