@@ -73,9 +73,10 @@ void Store::recover() {
     inodes_.emplace(r.ino, Ref{true, o});
     h.next_ino = std::max(h.next_ino, r.ino + 1);
   }
-  // Write entries whose writer had closed them were committed as far as anyone could tell
-  // (see kEntryClosed); the kernel's release just never arrived. Commit them now, oldest
-  // first, after the committed entries they may replace.
+  // Write entries whose writer closed a descriptor after its last write (kEntryClosed): that
+  // close returned, and its release, which would have committed them if the close was the
+  // last, was lost with the daemon. Commit them now, oldest first, after the committed
+  // entries they may replace.
   std::vector<std::uint32_t> closed_writes;
   for (std::uint32_t e = 0; e < h.entry_hwm; ++e) {
     layout::EntryRecord& r = ent(e);
