@@ -44,19 +44,27 @@ void init(void* userdata, fuse_conn_info* conn) {
 
 // An operation that observes entries, served only once the releases queued before it are
 // (FuseChannel::wait_turn): a request whose answer cannot depend on a release (read, write,
-// flush, release, forget, statfs) goes straight to its handler.
-template <auto Op>
+// flush, release, forget, statfs) goes straight to its handler. `kAfterReaders`: its answer
+// also depends on which files are open, so it waits for readers' releases too
+// (FuseChannel::wait_released).
+template <auto Op, bool kAfterReaders = false>
 struct InOrder;
-template <typename... Args, void (*Op)(fuse_req_t, Args...)>
-struct InOrder<Op> {
+template <typename... Args, void (*Op)(fuse_req_t, Args...), bool kAfterReaders>
+struct InOrder<Op, kAfterReaders> {
   static void serve(fuse_req_t req, Args... args) {
     guarded("wait_turn", [req] {
       channel_of(req).wait_turn();
       return 0;
     });
+    if constexpr (kAfterReaders) wait_released(req);
     Op(req, args...);
   }
 };
+// A delete or a rename frees an entry that nobody holds, but leaves one that a reader holds as
+// a zombie; a zombie counts towards its object's capacity and the memory budget, which a
+// create checks.
+template <auto Op>
+using AfterReaders = InOrder<Op, true>;
 
 }  // namespace
 
@@ -158,10 +166,10 @@ const fuse_lowlevel_ops& operations() {
     o.setattr = InOrder<op_setattr>::serve;
     o.mknod = InOrder<op_mknod>::serve;
     o.mkdir = InOrder<op_mkdir>::serve;
-    o.unlink = InOrder<op_unlink>::serve;
+    o.unlink = AfterReaders<op_unlink>::serve;
     o.rmdir = InOrder<op_rmdir>::serve;
     o.symlink = InOrder<op_symlink>::serve;
-    o.rename = InOrder<op_rename>::serve;
+    o.rename = AfterReaders<op_rename>::serve;
     o.link = InOrder<op_link>::serve;
     o.open = InOrder<op_open>::serve;
     o.read = op_read;
@@ -176,7 +184,7 @@ const fuse_lowlevel_ops& operations() {
     o.getxattr = InOrder<op_getxattr>::serve;
     o.listxattr = InOrder<op_listxattr>::serve;
     o.removexattr = InOrder<op_removexattr>::serve;
-    o.create = InOrder<op_create>::serve;
+    o.create = AfterReaders<op_create>::serve;
     o.write_buf = op_write_buf;
     return o;
   }();

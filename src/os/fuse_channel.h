@@ -84,7 +84,7 @@ class FuseChannel {
   // returns once the releases that it must come after are served.
   void wait_turn();
   // Before this thread serves the request it received last, if its answer depends on which
-  // files are open (a reader count, a pop): returns once the releases received before it are
+  // files are open (a reader count, a pop, a delete): returns once the releases received before it are
   // served. Through /dev/fuse that is normally every release sent before it.
   void wait_released();
 

@@ -27,7 +27,8 @@
 //    order, and reports once the store has served one.
 //  - wait_released(): a reader's release is not expected (a reader has no FLUSH: that would
 //    cost every read-only close a round trip), but it changes what a few requests answer: a
-//    reader count, and which entry a pop takes. Those wait until every release received
+//    reader count, which entry a pop takes, and whether a deleted entry is freed or lives on
+//    as a zombie (which counts towards capacity). Those wait until every release received
 //    before them is served, and through /dev/fuse first until every request numbered below
 //    them has been received. A number still missing after hole_wait (a request killed before
 //    any thread took it, or a thread preempted that long between its read and received()) is
