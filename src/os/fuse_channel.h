@@ -84,8 +84,8 @@ class FuseChannel {
   // returns once the releases that it must come after are served.
   void wait_turn();
   // Before this thread serves the request it received last, if its answer depends on which
-  // files are open (a reader count, a pop, a delete): returns once the releases received before it are
-  // served. Through /dev/fuse that is normally every release sent before it.
+  // files are open (a reader count, a pop, a delete): returns once the releases received
+  // before it are served. Through /dev/fuse that is normally every release sent before it.
   void wait_released();
 
   // The same contract as read(2) and writev(2) on the device: -1 with errno on failure.
