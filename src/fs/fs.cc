@@ -61,8 +61,8 @@ struct InOrder<Op, kAfterReaders> {
   }
 };
 // A delete or a rename frees an entry that nobody holds, but leaves one that a reader holds as
-// a zombie; a zombie counts towards its object's capacity and the memory budget, which a
-// create checks.
+// a zombie, which counts towards its object's capacity and the memory budget. (A create, push
+// or write that runs out of room asks again after the readers' releases: retry_after_readers.)
 template <auto Op>
 using AfterReaders = InOrder<Op, true>;
 
@@ -184,7 +184,7 @@ const fuse_lowlevel_ops& operations() {
     o.getxattr = InOrder<op_getxattr>::serve;
     o.listxattr = InOrder<op_listxattr>::serve;
     o.removexattr = InOrder<op_removexattr>::serve;
-    o.create = AfterReaders<op_create>::serve;
+    o.create = InOrder<op_create>::serve;
     o.write_buf = op_write_buf;
     return o;
   }();

@@ -54,6 +54,16 @@ inline os::FuseChannel& channel_of(fuse_req_t req) {
 
 // Before a request whose answer depends on which files are open (FuseChannel::wait_released).
 void wait_released(fuse_req_t req);
+// Runs `fn` (a store call: 0 or an errno), and once more if it ran out of room (ENOSPC), after
+// the releases sent before this request: the room may be a zombie that a reader's release on
+// its way frees. The store changes nothing when it answers ENOSPC.
+template <typename Fn>
+int retry_after_readers(fuse_req_t req, Fn&& fn) {
+  const int err = fn();
+  if (err != ENOSPC) return err;
+  wait_released(req);
+  return fn();
+}
 Caller caller_of(fuse_req_t req);
 void fill_stat(const Attr& attr, struct stat* st);
 // Replies with an entry for `attr`, with cache timeouts that suit its kind.

@@ -79,8 +79,10 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                fuse_file_info* fi) {
   Attr attr;
   OpenFile file;
-  int err = guarded("create", [&] {
-    return store_of(req).create(parent, name, mode, fi->flags, caller_of(req), &attr, &file);
+  int err = retry_after_readers(req, [&] {
+    return guarded("create", [&] {
+      return store_of(req).create(parent, name, mode, fi->flags, caller_of(req), &attr, &file);
+    });
   });
   if (err != 0) {
     fuse_reply_err(req, err);
@@ -114,7 +116,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // A pop skips entries that readers hold: after a reader's close, the pop must find it idle.
   if (guarded("open", [&] { return store.pops(ino) ? 1 : 0; }) == 1) wait_released(req);
   OpenFile file;
-  int err = guarded("open", [&] { return store.open(ino, fi->flags, caller_of(req), &file, &waiter); });
+  int err = retry_after_readers(req, [&] {
+    return guarded("open", [&] { return store.open(ino, fi->flags, caller_of(req), &file, &waiter); });
+  });
   if (err == EINPROGRESS) return;
   if (err != 0) {
     fuse_reply_err(req, err);
@@ -157,9 +161,11 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
 // Valid replies: fuse_reply_write, fuse_reply_err.
 void op_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
   IoSpan span;
-  int err = guarded("write", [&] {
-    return store_of(req).prepare_write(fi->fh, static_cast<std::uint64_t>(off),
-                                       fuse_buf_size(in), &span);
+  int err = retry_after_readers(req, [&] {
+    return guarded("write", [&] {
+      return store_of(req).prepare_write(fi->fh, static_cast<std::uint64_t>(off),
+                                         fuse_buf_size(in), &span);
+    });
   });
   if (err != 0) {
     fuse_reply_err(req, err);

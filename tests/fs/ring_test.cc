@@ -312,6 +312,7 @@ TEST_P(RingTest, AnEntryReadClosedAndDeletedMakesRoomAtOnce) {
   ASSERT_TRUE(hold.held()) << LastErr();
   const std::string buffer = MakeObject("buffer", {{xattr::kCapacity, "1"}});
   int full = 0;
+  int zombies = 0;
   for (int i = 0; i < 500; ++i) {
     const std::string e = buffer + "/e" + std::to_string(i);
     const Err written = WriteFile(e, "bytes");
@@ -323,9 +324,35 @@ TEST_P(RingTest, AnEntryReadClosedAndDeletedMakesRoomAtOnce) {
     ASSERT_EQ(written, kOk);
     ASSERT_EQ(ReadFile(e), "bytes");
     ASSERT_EQ(ErrOf(::unlink(e.c_str())), kOk);
+    if (GetXattr(buffer, xattr::kBytes) != "0") ++zombies;
   }
   StopLoad();
   EXPECT_EQ(full, 0) << "of 500 writes, this many found the buffer full of the entry before";
+  EXPECT_EQ(zombies, 0) << "of 500 deletes, this many left a zombie of an entry read and closed";
+}
+
+// The same with a queue: a pop leaves its entry a zombie until the popper's release. A push,
+// or a create by name, that finds no room asks again after the readers' releases.
+TEST_P(RingTest, AQueueAtItsCapacityTakesAPushRightAfterAPop) {
+  ASSERT_NO_FATAL_FAILURE(StartLoad());
+  OnCpu0 hold;
+  ASSERT_TRUE(hold.held()) << LastErr();
+  const std::string queue = MakeObject("queue", {{xattr::kCapacity, "1"}});
+  int full = 0;
+  for (int i = 0; i < 500; ++i) {
+    const std::string bytes = std::to_string(i);
+    const std::string name = i % 2 == 0 ? control::kPush : "e" + bytes;
+    const Err pushed = WriteFile(queue + "/" + name, bytes);
+    if (pushed == Err(ENOSPC)) {
+      ++full;
+      ASSERT_TRUE(Eventually([&] { return GetXattr(queue, xattr::kBytes) == "0"; }));
+      continue;
+    }
+    ASSERT_EQ(pushed, kOk);
+    ASSERT_EQ(ReadFile(queue + "/" + control::kPop), bytes);
+  }
+  StopLoad();
+  EXPECT_EQ(full, 0) << "of 500 writes, this many found the queue full of the entry popped before";
 }
 
 }  // namespace
