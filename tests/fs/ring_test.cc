@@ -90,6 +90,20 @@ class RingTest : public MountTest, public ::testing::WithParamInterface<bool> {
     EXPECT_EQ(load_->Join(), 0);
   }
 
+  // Writes `bytes` to `path`, in an object of capacity 1, and says whether they fitted. If
+  // not (ENOSPC), counts it in *full, and waits until the object's entry before is gone.
+  bool WriteFits(const std::string& object, const std::string& path, const std::string& bytes,
+                 int* full) {
+    const Err written = WriteFile(path, bytes);
+    if (written != Err(ENOSPC)) {
+      EXPECT_EQ(written, kOk) << path;
+      return written == kOk;
+    }
+    ++*full;
+    EXPECT_TRUE(Eventually([&] { return GetXattr(object, xattr::kBytes) == "0"; }));
+    return false;
+  }
+
   std::string obj_;
   std::string load_stop_;
   std::unique_ptr<Child> load_;
@@ -315,13 +329,7 @@ TEST_P(RingTest, AnEntryReadClosedAndDeletedMakesRoomAtOnce) {
   int zombies = 0;
   for (int i = 0; i < 500; ++i) {
     const std::string e = buffer + "/e" + std::to_string(i);
-    const Err written = WriteFile(e, "bytes");
-    if (written == Err(ENOSPC)) {
-      ++full;
-      ASSERT_TRUE(Eventually([&] { return GetXattr(buffer, xattr::kBytes) == "0"; }));
-      continue;
-    }
-    ASSERT_EQ(written, kOk);
+    if (!WriteFits(buffer, e, "bytes", &full)) continue;
     ASSERT_EQ(ReadFile(e), "bytes");
     ASSERT_EQ(ErrOf(::unlink(e.c_str())), kOk);
     if (GetXattr(buffer, xattr::kBytes) != "0") ++zombies;
@@ -342,13 +350,7 @@ TEST_P(RingTest, AQueueAtItsCapacityTakesAPushRightAfterAPop) {
   for (int i = 0; i < 500; ++i) {
     const std::string bytes = std::to_string(i);
     const std::string name = i % 2 == 0 ? control::kPush : "e" + bytes;
-    const Err pushed = WriteFile(queue + "/" + name, bytes);
-    if (pushed == Err(ENOSPC)) {
-      ++full;
-      ASSERT_TRUE(Eventually([&] { return GetXattr(queue, xattr::kBytes) == "0"; }));
-      continue;
-    }
-    ASSERT_EQ(pushed, kOk);
+    if (!WriteFits(queue, queue + "/" + name, bytes, &full)) continue;
     ASSERT_EQ(ReadFile(queue + "/" + control::kPop), bytes);
   }
   StopLoad();
