@@ -32,8 +32,10 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
 
 // Valid replies: fuse_reply_buf, fuse_reply_data, fuse_reply_xattr, fuse_reply_err.
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  // A reader's close must show in the state and reader count it asks for next.
-  if (std::string_view(name) == xattr::kState || std::string_view(name) == xattr::kReaders) {
+  // A reader's close must show in what it asks for next: the state and reader count of its
+  // entry, and the memory in use (a popped or deleted entry is a zombie until its release).
+  if (const std::string_view n = name; n == xattr::kState || n == xattr::kReaders ||
+                                       n == xattr::kBytes) {
     wait_released(req);
   }
   std::string value;

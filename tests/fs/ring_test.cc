@@ -347,14 +347,18 @@ TEST_P(RingTest, AQueueAtItsCapacityTakesAPushRightAfterAPop) {
   ASSERT_TRUE(hold.held()) << LastErr();
   const std::string queue = MakeObject("queue", {{xattr::kCapacity, "1"}});
   int full = 0;
+  int zombies = 0;
   for (int i = 0; i < 500; ++i) {
     const std::string bytes = std::to_string(i);
     const std::string name = i % 2 == 0 ? control::kPush : "e" + bytes;
     if (!WriteFits(queue, queue + "/" + name, bytes, &full)) continue;
     ASSERT_EQ(ReadFile(queue + "/" + control::kPop), bytes);
+    if (i % 4 == 1 && GetXattr(queue, xattr::kBytes) != "0") ++zombies;
   }
   StopLoad();
   EXPECT_EQ(full, 0) << "of 500 writes, this many found the queue full of the entry popped before";
+  EXPECT_EQ(zombies, 0) << "of 125 pops, this many still counted in the memory in use after the "
+                           "popper's close()";
 }
 
 }  // namespace
