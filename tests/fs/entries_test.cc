@@ -10,16 +10,7 @@
 namespace smos::test {
 namespace {
 
-class EntriesTest : public MountTest {
- protected:
-  void SetUp() override {
-    MountTest::SetUp();
-    if (!IsSkipped() && !HasFatalFailure()) obj_ = MakeObject("obj");
-  }
-  std::string Entry(const std::string& name) const { return obj_ + "/" + name; }
-
-  std::string obj_;
-};
+using EntriesTest = ObjectTest;
 
 TEST_F(EntriesTest, CloseCommitsANewEntry) {
   std::string e = Entry("e");

@@ -30,15 +30,7 @@ class Mapping {
   void* addr_;
 };
 
-class MmapTest : public MountTest {
- protected:
-  void SetUp() override {
-    MountTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    obj_ = MakeObject("obj");
-  }
-  std::string obj_;
-};
+using MmapTest = ObjectTest;
 
 TEST_F(MmapTest, ASharedMappingOfAnEntryHoldsItsCommittedBytes) {
   std::string e = obj_ + "/e";

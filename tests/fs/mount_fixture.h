@@ -101,4 +101,19 @@ class MountTest : public ::testing::Test {
   Smosd smosd_;
 };
 
+// A live mount with one object, "obj", in it.
+class ObjectTest : public MountTest {
+ protected:
+  void SetUp() override {
+    MountTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    obj_ = MakeObject("obj");
+    entry_ = Entry("e");
+  }
+  std::string Entry(const std::string& name) const { return obj_ + "/" + name; }
+
+  std::string obj_;
+  std::string entry_;  // obj/e, which no test has made yet
+};
+
 }  // namespace smos::test

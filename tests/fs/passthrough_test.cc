@@ -102,7 +102,7 @@ struct SlotFile {
   off_t size;
 };
 
-class PassthroughTest : public MountTest, public ::testing::WithParamInterface<bool> {
+class PassthroughTest : public ObjectTest, public ::testing::WithParamInterface<bool> {
  protected:
   std::vector<std::string> DaemonArgs() const override {
     // Every entry is big enough for passthrough here (see SmallEntriesAreReadThroughTheDaemon).
@@ -110,12 +110,6 @@ class PassthroughTest : public MountTest, public ::testing::WithParamInterface<b
     if (!passthrough()) args.push_back("--no-passthrough");
     return args;
   }
-  void SetUp() override {
-    MountTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    obj_ = MakeObject("obj");
-  }
-
   bool passthrough() const { return GetParam(); }
 
   // Creates path with bytes and waits until the daemon has the writer's release as well, which
@@ -209,10 +203,8 @@ class PassthroughTest : public MountTest, public ::testing::WithParamInterface<b
     if (passthrough()) {
       EXPECT_EQ(smosd_.Log().find("no passthrough from now on"), std::string::npos);
     }
-    MountTest::TearDown();
+    ObjectTest::TearDown();
   }
-
-  std::string obj_;
 };
 
 std::string ModeName(const ::testing::TestParamInfo<bool>& info) {

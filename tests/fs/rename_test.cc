@@ -12,18 +12,16 @@
 namespace smos::test {
 namespace {
 
-class RenameTest : public MountTest {
+class RenameTest : public ObjectTest {
  protected:
   void SetUp() override {
-    MountTest::SetUp();
+    ObjectTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    obj_ = MakeObject("obj");
     other_ = MakeObject("other");
   }
   Err Rename(const std::string& from, const std::string& to, unsigned flags = 0) {
     return ErrOf(::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), flags));
   }
-  std::string obj_;
   std::string other_;
 };
 

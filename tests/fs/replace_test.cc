@@ -59,13 +59,11 @@ std::string Status(int status) {
   return "exit " + std::to_string(status);
 }
 
-class ReplaceTest : public MountTest {
+class ReplaceTest : public ObjectTest {
  protected:
   void SetUp() override {
-    MountTest::SetUp();
+    ObjectTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    obj_ = MakeObject("obj");
-    entry_ = obj_ + "/e";
     ASSERT_EQ(WriteFile(entry_, kOld), kOk);
   }
   // Creates path in an object in explicit mode and commits it with data.
@@ -79,8 +77,6 @@ class ReplaceTest : public MountTest {
 
   static constexpr char kOld[] = "old version";
   static constexpr char kNew[] = "the new version, longer";
-  std::string obj_;
-  std::string entry_;
 };
 
 TEST_F(ReplaceTest, OthersReadTheOldVersionUntilTheNewOneCommits) {

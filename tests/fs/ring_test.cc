@@ -33,7 +33,7 @@ bool RingOffered() {
   return static_cast<bool>(in >> value) && value == "Y";
 }
 
-class RingTest : public MountTest, public ::testing::WithParamInterface<bool> {
+class RingTest : public ObjectTest, public ::testing::WithParamInterface<bool> {
  protected:
   std::vector<std::string> DaemonArgs() const override {
     if (ring()) return {};
@@ -43,14 +43,13 @@ class RingTest : public MountTest, public ::testing::WithParamInterface<bool> {
     if (ring() && !RingOffered()) {
       GTEST_SKIP() << "the fuse module's enable_uring is off: the kernel offers no ring";
     }
-    MountTest::SetUp();
+    ObjectTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
     // Offered, but not taken: a kernel before 6.16 (no epochs), or io_uring switched off.
     const std::string log = smosd_.Log();
     if (const std::size_t at = log.find("io_uring off ("); ring() && at != std::string::npos) {
       GTEST_SKIP() << log.substr(at, log.find('\n', at) - at);
     }
-    obj_ = MakeObject("obj");
   }
 
   bool ring() const { return GetParam(); }
@@ -104,7 +103,6 @@ class RingTest : public MountTest, public ::testing::WithParamInterface<bool> {
     return false;
   }
 
-  std::string obj_;
   std::string load_stop_;
   std::unique_ptr<Child> load_;
 };

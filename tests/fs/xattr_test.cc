@@ -10,17 +10,7 @@
 namespace smos::test {
 namespace {
 
-class XattrTest : public MountTest {
- protected:
-  void SetUp() override {
-    MountTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    obj_ = MakeObject("obj");
-    entry_ = obj_ + "/e";
-  }
-  std::string obj_;
-  std::string entry_;
-};
+using XattrTest = ObjectTest;
 
 TEST_F(XattrTest, UserAttributesSetWhileWritingAreKeptAndListed) {
   Fd fd = Open(entry_, O_WRONLY | O_CREAT);
