@@ -359,5 +359,51 @@ TEST_P(RingTest, AQueueAtItsCapacityTakesAPushRightAfterAPop) {
                            "popper's close()";
 }
 
+// The same with the memory budget: a zombie holds memory until its reader's release, and a
+// write that finds no room asks again after the readers' releases.
+class RingBudgetTest : public RingTest {
+ protected:
+  static constexpr std::size_t kBudget = 1 << 20;
+
+  std::vector<std::string> DaemonArgs() const override {
+    std::vector<std::string> args = RingTest::DaemonArgs();
+    args.push_back("--memory=" + std::to_string(kBudget));
+    return args;
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Modes, RingBudgetTest, ::testing::Bool(), ModeName);
+
+TEST_P(RingBudgetTest, AWriteRightAfterAReadersCloseHasTheZombiesMemory) {
+  ASSERT_NO_FATAL_FAILURE(StartLoad());
+  OnCpu0 hold;
+  ASSERT_TRUE(hold.held()) << LastErr();
+  const std::string bytes = Pattern(kBudget / 2 + 4096, 3);  // two do not fit
+  const std::string next = obj_ + "/next";
+  int full = 0;
+  for (int i = 0; i < 200; ++i) {
+    const std::string e = obj_ + "/e" + std::to_string(i);
+    ASSERT_EQ(WriteFile(e, bytes), kOk);
+    Fd writer = Open(next, O_WRONLY | O_CREAT);  // empty, so it fits
+    ASSERT_TRUE(writer.ok()) << LastErr();
+    Fd reader = Open(e, O_RDONLY);
+    ASSERT_TRUE(reader.ok()) << LastErr();
+    ASSERT_EQ(ErrOf(::unlink(e.c_str())), kOk);  // a zombie while its reader holds it
+    ASSERT_EQ(reader.Close(), kOk);
+    const Err written = WriteAll(writer.get(), bytes);  // needs the zombie's memory
+    ASSERT_EQ(writer.Close(), kOk);
+    if (written == Err(ENOSPC)) {
+      ++full;
+    } else {
+      ASSERT_EQ(written, kOk);
+      ASSERT_EQ(ReadFile(next), bytes);
+    }
+    ASSERT_EQ(ErrOf(::unlink(next.c_str())), kOk);
+    EXPECT_TRUE(Eventually([&] { return GetXattr(obj_, xattr::kBytes) == "0"; }));
+  }
+  StopLoad();
+  EXPECT_EQ(full, 0) << "of 200 writes, this many found the memory held by the entry just closed";
+}
+
 }  // namespace
 }  // namespace smos::test
