@@ -36,7 +36,9 @@ namespace smos::os {
 class FuseChannel {
  public:
   explicit FuseChannel(bool want_passthrough = true, bool want_ring = true)
-      : want_passthrough_(want_passthrough), want_ring_(want_ring) {}
+      : want_passthrough_(want_passthrough), want_ring_(want_ring) {
+    releases_.set_nudge([this](unsigned queue) { ring_.nudge(queue); });
+  }
 
   // Where the ring's workers send requests, and the mount's absolute path; set before the
   // session starts.
@@ -72,7 +74,7 @@ class FuseChannel {
   // The release of handle `fh`, flushed, commits or discards its entry: requests made after it
   // wait for it. Call before the FLUSH's reply.
   void expect_release(std::uint64_t fh) {
-    releases_.expect(fh);
+    releases_.expect(fh, FuseRing::queue());
     FuseRing::serve_next_at_once();
   }
   // Before the release of `fh` is served: returns once the expected releases received before

@@ -155,6 +155,8 @@ struct FuseRing::Worker {
   int wake_fd = -1;
   std::uint64_t wake_count = 0;
   int kick_fd = -1;  // a semaphore: each count is one kick for one kicker
+  int nudge_fd = -1;  // wakes the nudger
+  std::thread nudger;  // pinned with the worker; see nudge()
   std::thread thread;
   std::mutex mu;  // guards ready, kickers and the change of kicking
   std::vector<Entry*> ready;  // answered from another thread while parked
@@ -162,7 +164,8 @@ struct FuseRing::Worker {
   std::atomic<bool> kicking{true};   // until stop()
   std::atomic<int> idle_kickers{0};  // kickers waiting for a kick that none has claimed
   std::atomic<bool> gave_up{false};  // give_up() has stopped the daemon: serve nothing more
-  bool preempts = false;             // runs SCHED_OTHER for now (see preempt_on_wakeup())
+  std::atomic<std::chrono::steady_clock::rep> eager_until{0};  // see serve_next_at_once()
+  bool preempts = false;  // runs SCHED_OTHER for now (see schedule_as())
   bool stranded = false;  // an entry was parked: requests may wait in the kernel (see serve())
 };
 
@@ -186,7 +189,7 @@ bool FuseRing::prepare() {
     why_not_ = std::string(what) + ": " + std::strerror(err);
     for (auto& w : workers) {
       io_uring_queue_exit(&w->ring);
-      for (int fd : {w->wake_fd, w->kick_fd}) {
+      for (int fd : {w->wake_fd, w->kick_fd, w->nudge_fd}) {
         if (fd >= 0) ::close(fd);
       }
     }
@@ -208,7 +211,8 @@ bool FuseRing::prepare() {
     }
     w.wake_fd = ::eventfd(0, EFD_CLOEXEC);
     w.kick_fd = ::eventfd(0, EFD_CLOEXEC | EFD_SEMAPHORE);
-    if (w.wake_fd < 0 || w.kick_fd < 0) return fail("eventfd", errno);
+    w.nudge_fd = ::eventfd(0, EFD_CLOEXEC);
+    if (w.wake_fd < 0 || w.kick_fd < 0 || w.nudge_fd < 0) return fail("eventfd", errno);
   }
   workers_ = std::move(workers);
   return true;
@@ -234,6 +238,7 @@ void FuseRing::start(int dev_fd, std::size_t max_payload, Dispatch dispatch,
   for (auto& w : workers_) {
     Worker* worker = w.get();
     worker->thread = std::thread([this, worker] { run(*worker); });
+    worker->nudger = std::thread([this, worker] { be_nudger(*worker); });
   }
   spdlog::info("FUSE ring: {} queues, one worker each, {} KiB payload per entry",
                workers_.size(), max_payload / 1024);
@@ -260,6 +265,10 @@ void FuseRing::stop() {
       ::eventfd_write(w->wake_fd, 1);
       w->thread.join();  // it submits the answers it holds
     }
+    if (w->nudger.joinable()) {
+      ::eventfd_write(w->nudge_fd, 1);
+      w->nudger.join();
+    }
   }
   // Closing a ring cancels its registrations. The entries stay until this object goes: the
   // kernel writes into them only from a worker's thread, and those are gone. Closing the last
@@ -271,6 +280,7 @@ void FuseRing::stop() {
   for (auto& w : workers_) {
     ::close(w->wake_fd);
     ::close(w->kick_fd);
+    ::close(w->nudge_fd);
   }
 }
 
@@ -327,11 +337,17 @@ void pin_to_queue_cpu(unsigned qid) {
 //
 // But a release that commits an entry is awaited by every request made after the close (see
 // release_order.h), other CPUs' too, and a closer that computes on would hold it back for a
-// time slice, milliseconds. So the close's FLUSH has the worker preempt on its next wake-up.
-// Preempting on a wake-up also takes a short slice: a task that wakes preempts one whose slice
-// still protects it only if its own slice is shorter (the scheduler's PREEMPT_SHORT, Linux
-// 6.12+; older kernels ignore the slice).
-void preempt_on_wakeup(unsigned qid, bool preempt) {
+// time slice, milliseconds. So a request of another CPU that waits for it nudges this CPU
+// (FuseRing::nudge): the queue's nudger, which does preempt, wakes and blocks again at once, and
+// the worker runs next. Such a wait costs tens of microseconds, where serving every release at
+// once would cost every close two switches, but it says that others are watching: for a while
+// after a nudge, the worker serves the releases of closes at once (serve_next_at_once()).
+//
+// Every thread of a queue takes a short slice (Linux 6.12+; older kernels ignore it): the
+// scheduler then picks it ahead of a task whose slice is longer as soon as the CPU switches,
+// and one that wakes preempts such a task at once (PREEMPT_SHORT), where it would otherwise
+// wait until that task's slice is over (RUN_TO_PARITY).
+void schedule_as(unsigned qid, int policy) {
   struct {  // struct sched_attr, its first version; <linux/sched/types.h> clashes with glibc's
     std::uint32_t size, sched_policy;
     std::uint64_t sched_flags;
@@ -341,15 +357,15 @@ void preempt_on_wakeup(unsigned qid, bool preempt) {
   } attr{};
   static_assert(sizeof attr == 48);  // SCHED_ATTR_SIZE_VER0
   attr.size = sizeof attr;
-  attr.sched_policy = preempt ? SCHED_OTHER : SCHED_BATCH;
-  attr.sched_runtime = preempt ? 100'000 : 0;  // ns, the shortest slice allowed
+  attr.sched_policy = static_cast<std::uint32_t>(policy);
+  attr.sched_runtime = 100'000;  // ns, the shortest slice allowed
   errno = 0;
   attr.sched_nice = ::getpriority(PRIO_PROCESS, 0);  // the thread's own: keep it
   if (errno != 0 || ::syscall(SYS_sched_setattr, 0, &attr, 0) != 0) {
     static std::atomic<bool> said{false};
     if (!said.exchange(true)) {
       spdlog::warn("FUSE ring: queue {}: cannot use {}: {}", qid,
-                   preempt ? "SCHED_OTHER" : "SCHED_BATCH", std::strerror(errno));
+                   policy == SCHED_BATCH ? "SCHED_BATCH" : "SCHED_OTHER", std::strerror(errno));
     }
   }
 }
@@ -473,9 +489,11 @@ void FuseRing::serve(Worker& worker, Entry& entry) {
   dispatch_(request, in.len);
   serving_ = nullptr;
   overtaking_ = false;
-  if (next_at_once_ != worker.preempts) {
-    worker.preempts = next_at_once_;
-    preempt_on_wakeup(worker.qid, worker.preempts);
+  if (const bool preempt = next_at_once_ && std::chrono::steady_clock::now().time_since_epoch()
+                                                    .count() < worker.eager_until.load();
+      preempt != worker.preempts) {
+    worker.preempts = preempt;
+    schedule_as(worker.qid, preempt ? SCHED_OTHER : SCHED_BATCH);
   }
 
   int expected = kServing;
@@ -493,6 +511,28 @@ void FuseRing::serve(Worker& worker, Entry& entry) {
     request_kick(worker);
   } else {
     commit(worker, entry);
+  }
+}
+
+int FuseRing::queue() {
+  return serving_ != nullptr ? static_cast<int>(serving_->owner->qid) : -1;
+}
+
+void FuseRing::nudge(unsigned qid) {
+  if (!running_.load(std::memory_order_acquire) || qid >= workers_.size()) return;
+  Worker& worker = *workers_[qid];
+  worker.eager_until = (std::chrono::steady_clock::now() + kEager).time_since_epoch().count();
+  ::eventfd_write(worker.nudge_fd, 1);
+}
+
+// A nudger preempts whatever runs on its CPU as it wakes, and blocks again at once: the
+// scheduler then picks the worker, whose slice is as short (see schedule_as()). A kicker would
+// do it too, but makes a request besides.
+void FuseRing::be_nudger(Worker& worker) {
+  pin_to_queue_cpu(worker.qid);
+  schedule_as(worker.qid, SCHED_OTHER);
+  eventfd_t count;
+  while (::eventfd_read(worker.nudge_fd, &count) == 0 && running_.load(std::memory_order_acquire)) {
   }
 }
 
@@ -520,6 +560,7 @@ void FuseRing::request_kick(Worker& worker) {
 
 void FuseRing::kick(Worker& worker) {
   pin_to_queue_cpu(worker.qid);
+  schedule_as(worker.qid, SCHED_OTHER);
   while (worker.kicking.load(std::memory_order_acquire)) {
     struct statfs fs;
     ::statfs(mountpoint_.c_str(), &fs);  // the answer does not matter, its commit does
@@ -541,7 +582,7 @@ void FuseRing::give_up(Worker& worker, const char* what, int err) {
 
 void FuseRing::run(Worker& worker) {
   pin_to_queue_cpu(worker.qid);
-  preempt_on_wakeup(worker.qid, false);
+  schedule_as(worker.qid, SCHED_BATCH);
   // io_uring_enable_rings(), which Debian 12's liburing declares but does not export.
   if (int rc = io_uring_register(worker.ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
       rc < 0) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -15,10 +16,24 @@ namespace {
 constexpr std::uint64_t kStep = 2;
 }  // namespace
 
-void ReleaseOrder::expect(std::uint64_t fh) {
+void ReleaseOrder::expect(std::uint64_t fh, int queue) {
   std::lock_guard lock(mu_);
-  expected_[fh] = Clock::now();
+  expected_[fh] = {Clock::now(), queue, {}, 0};
   update();
+}
+
+bool ReleaseOrder::nudge_expected(Clock::time_point now) {
+  bool fresh = false;
+  for (auto& [fh, flushed] : expected_) {
+    if (flushed.queue < 0 || !nudge_) continue;
+    if (flushed.nudges < kNudges && now - flushed.nudged_at >= kNudgeEvery) {
+      ++flushed.nudges;
+      flushed.nudged_at = now;
+      nudge_(static_cast<unsigned>(flushed.queue));
+    }
+    fresh = fresh || now - flushed.nudged_at < kNudgeEvery;
+  }
+  return fresh;
 }
 
 void ReleaseOrder::release_turn(std::uint64_t fh) {
@@ -82,7 +97,7 @@ void ReleaseOrder::update() {
 
 ReleaseOrder::Clock::time_point ReleaseOrder::settles_by() const {
   Clock::time_point last = Clock::time_point::min();
-  for (const auto& [fh, flushed] : expected_) last = std::max(last, flushed);
+  for (const auto& [fh, flushed] : expected_) last = std::max(last, flushed.at);
   return last == Clock::time_point::min() ? last : last + settle_wait_;
 }
 
@@ -101,6 +116,18 @@ bool ReleaseOrder::wait_turn(std::uint64_t unique, bool overtaking) {
                    "without them", unique, lost_wait_.count());
       advance_to(unique - kStep);
       break;
+    }
+    if (nudge_expected(now)) {
+      // The nudged CPU sends it within microseconds: wait awake, as this CPU would otherwise go
+      // idle, and a virtual CPU that halts takes tens of microseconds to wake again.
+      const std::uint64_t seen = seen_through_;
+      for (const Clock::time_point until = now + kNudgeEvery;
+           seen_through_ == seen && Clock::now() < until;) {
+        lock.unlock();
+        std::this_thread::yield();
+        lock.lock();
+      }
+      continue;
     }
     changed_.wait_until(lock, std::min(lost_by, settles_by()));
   }

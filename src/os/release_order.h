@@ -9,7 +9,9 @@
 //
 // ReleaseOrder puts those back in order:
 //  - expect(): a writer's FLUSH, which close(2) waits for, says that the file's release will
-//    commit or discard its entry, if this close was the last one of the file.
+//    commit or discard its entry, if this close was the last one of the file. Through the
+//    ring, the release comes through the FLUSH's queue, which serves it when the closer
+//    blocks: a request of another queue that waits for it nudges that queue.
 //  - received(): every request is shown here as a thread takes it, from /dev/fuse or a ring
 //    queue. The kernel numbers requests (fuse_in_header::unique) as it queues them, so a
 //    request made after close(2) returned has a higher number than the release. Threads take
@@ -43,6 +45,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <unordered_map>
@@ -62,8 +65,13 @@ class ReleaseOrder {
         settle_wait_(settle_wait),
         hole_wait_(hole_wait) {}
 
-  // The release of handle `fh`, flushed, commits or discards its entry.
-  void expect(std::uint64_t fh);
+  // Where a request of another ring queue that waits for a release expected from `queue` has
+  // that queue served (FuseRing::nudge): set before requests come.
+  void set_nudge(std::function<void(unsigned queue)> nudge) { nudge_ = std::move(nudge); }
+
+  // The release of handle `fh`, flushed, commits or discards its entry. `queue`: the ring
+  // queue that the FLUSH came through, where the release will come too, or -1 (/dev/fuse).
+  void expect(std::uint64_t fh, int queue = -1);
   // Before the store serves the release of `fh`, if expected: returns once the expected
   // releases numbered before it are served (at most max_wait), so that they commit in the
   // order their files were closed.
@@ -110,7 +118,20 @@ class ReleaseOrder {
   std::mutex mu_;
   std::condition_variable changed_;
   int waiting_ = 0;
-  std::unordered_map<std::uint64_t, Clock::time_point> expected_;  // fh -> its last flush
+  struct Flushed {
+    Clock::time_point at;  // the last flush
+    int queue;             // ring queue of the flush, or -1
+    Clock::time_point nudged_at;  // see nudge_expected()
+    int nudges;
+  };
+  // Nudges the queue of each release expected but not received, kNudges times at most, every
+  // kNudgeEvery: whether one of them was nudged less than kNudgeEvery ago.
+  bool nudge_expected(Clock::time_point now);
+  static constexpr std::chrono::microseconds kNudgeEvery{100};
+  static constexpr int kNudges = 5;
+
+  std::function<void(unsigned)> nudge_;
+  std::unordered_map<std::uint64_t, Flushed> expected_;  // fh -> its last flush
   Releases in_flight_;                    // received, expected
   Releases others_;                       // received, not expected
   std::atomic<bool> active_{false};       // expected_ or in_flight_ is not empty

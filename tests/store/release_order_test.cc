@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -136,6 +137,40 @@ TEST_F(ReleaseOrderTest, EveryRequestNumberedAfterTheReleaseWaitsForIt) {
   order_.released(kFh);
   EXPECT_TRUE(Returned(first, milliseconds(2000)));
   EXPECT_TRUE(Returned(second, milliseconds(2000)));
+}
+
+// Through the ring, a release waits in its CPU's queue until the worker there runs, which the
+// closer may not let it do for a time slice: a request that waits for it nudges that queue,
+// again every kAwake while it is missing, at most five times, and nobody else.
+TEST_F(ReleaseOrderTest, ARequestThatWaitsForAReleaseNudgesTheQueueItComesThrough) {
+  std::mutex mu;
+  std::vector<unsigned> nudged;
+  order_.set_nudge([&](unsigned queue) {
+    std::lock_guard lock(mu);
+    nudged.push_back(queue);
+  });
+  const auto nudges = [&] {
+    std::lock_guard lock(mu);
+    return nudged;
+  };
+  order_.expect(kFh, /*queue=*/3);
+  order_.expect(kFh + 1);  // through /dev/fuse: no queue to nudge
+  Receive(Request(FUSE_LOOKUP, 8));
+  std::future<bool> turn = WaitTurn(8);
+  EXPECT_FALSE(Returned(turn, kHeld));
+  EXPECT_EQ(nudges(), std::vector<unsigned>(5, 3));
+  Receive(Request(FUSE_RELEASE, 4, kFh));
+  Receive(Request(FUSE_RELEASE, 6, kFh + 1));
+  order_.released(kFh);
+  order_.released(kFh + 1);
+  ASSERT_TRUE(Returned(turn, milliseconds(2000)));
+  EXPECT_TRUE(turn.get());
+
+  // A request with every number below it received comes before the release: no nudge.
+  order_.expect(kFh, 3);
+  Receive(Request(FUSE_GETATTR, 10));
+  EXPECT_TRUE(TurnAtOnce(10));
+  EXPECT_EQ(nudges().size(), 5u);
 }
 
 TEST_F(ReleaseOrderTest, RequestsNumberedBeforeTheReleaseDoNotWait) {
