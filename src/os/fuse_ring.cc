@@ -519,10 +519,11 @@ int FuseRing::queue() {
 }
 
 void FuseRing::nudge(unsigned qid) {
-  if (!running_.load(std::memory_order_acquire) || qid >= workers_.size()) return;
+  if (qid >= workers_.size() || static_cast<int>(qid) == queue()) return;
   Worker& worker = *workers_[qid];
   worker.eager_until = (std::chrono::steady_clock::now() + kEager).time_since_epoch().count();
-  ::eventfd_write(worker.nudge_fd, 1);
+  std::lock_guard lock(entries_mu_);  // keeps stop() from closing the eventfd meanwhile
+  if (running_.load(std::memory_order_relaxed)) ::eventfd_write(worker.nudge_fd, 1);
 }
 
 // A nudger preempts whatever runs on its CPU as it wakes, and blocks again at once: the

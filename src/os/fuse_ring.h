@@ -68,7 +68,7 @@ class FuseRing {
   static void serve_next_at_once() { next_at_once_ = true; }
   // For a request of another queue that waits for a request in queue `qid`: has that CPU
   // serve its queue soon, even while another task computes there, and the releases of the
-  // next kEager served at once. Does nothing once stopped.
+  // next kEager served at once. Does nothing once stopped, or from queue `qid`'s own worker.
   void nudge(unsigned qid);
   static constexpr std::chrono::seconds kEager{1};
   // Whether the request this thread serves may have overtaken requests of its own queue,

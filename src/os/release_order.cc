@@ -18,22 +18,20 @@ constexpr std::uint64_t kStep = 2;
 
 void ReleaseOrder::expect(std::uint64_t fh, int queue) {
   std::lock_guard lock(mu_);
-  expected_[fh] = {Clock::now(), queue, {}, 0};
+  expected_[fh] = {Clock::now(), queue};
   update();
 }
 
-bool ReleaseOrder::nudge_expected(Clock::time_point now) {
-  bool fresh = false;
-  for (auto& [fh, flushed] : expected_) {
-    if (flushed.queue < 0 || !nudge_) continue;
-    if (flushed.nudges < kNudges && now - flushed.nudged_at >= kNudgeEvery) {
-      ++flushed.nudges;
-      flushed.nudged_at = now;
-      nudge_(static_cast<unsigned>(flushed.queue));
+std::vector<unsigned> ReleaseOrder::queues_flushed_before(Clock::time_point t) const {
+  std::vector<unsigned> queues;
+  for (const auto& [fh, flushed] : expected_) {
+    const auto queue = static_cast<unsigned>(flushed.queue);
+    if (flushed.queue >= 0 && flushed.at < t &&
+        std::find(queues.begin(), queues.end(), queue) == queues.end()) {
+      queues.push_back(queue);
     }
-    fresh = fresh || now - flushed.nudged_at < kNudgeEvery;
   }
-  return fresh;
+  return queues;
 }
 
 void ReleaseOrder::release_turn(std::uint64_t fh) {
@@ -82,6 +80,7 @@ void ReleaseOrder::note_seen(std::uint64_t unique) {
 
 void ReleaseOrder::advance_to(std::uint64_t unique) {
   seen_through_ = std::max(seen_through_, unique);
+  advances_.fetch_add(1, std::memory_order_release);
   while (!seen_above_.empty() && *seen_above_.begin() <= seen_through_ + kStep) {
     seen_through_ = std::max(seen_through_, *seen_above_.begin());
     seen_above_.erase(seen_above_.begin());
@@ -107,7 +106,9 @@ bool ReleaseOrder::wait_turn(std::uint64_t unique, bool overtaking) {
   ++waiting_;
   // A release that is flushed but not received may be in another worker's hands, taken
   // before this request: wait until all before it are received.
-  const Clock::time_point lost_by = Clock::now() + lost_wait_;
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point lost_by = start + lost_wait_;
+  int nudges = 0;
   while (!overtaking && seen_through_ + kStep < unique) {
     const Clock::time_point now = Clock::now();
     if (now >= settles_by()) break;
@@ -117,16 +118,21 @@ bool ReleaseOrder::wait_turn(std::uint64_t unique, bool overtaking) {
       advance_to(unique - kStep);
       break;
     }
-    if (nudge_expected(now)) {
-      // The nudged CPU sends it within microseconds: wait awake, as this CPU would otherwise go
-      // idle, and a virtual CPU that halts takes tens of microseconds to wake again.
-      const std::uint64_t seen = seen_through_;
-      for (const Clock::time_point until = now + kNudgeEvery;
-           seen_through_ == seen && Clock::now() < until;) {
-        lock.unlock();
+    // Or still in the ring queue of its closer's CPU (a release flushed after this request
+    // began is numbered after it): have that CPU take it up, and wait awake meanwhile, as this
+    // CPU would otherwise go idle, and a virtual CPU that halts takes tens of microseconds to
+    // wake again.
+    if (std::vector<unsigned> queues; nudge_ && nudges < kNudges &&
+                                      !(queues = queues_flushed_before(start)).empty()) {
+      ++nudges;
+      const std::uint64_t advances = advances_.load(std::memory_order_acquire);
+      lock.unlock();
+      for (unsigned queue : queues) nudge_(queue);
+      for (const Clock::time_point until = Clock::now() + kNudgeEvery;
+           advances_.load(std::memory_order_acquire) == advances && Clock::now() < until;) {
         std::this_thread::yield();
-        lock.lock();
       }
+      lock.lock();
       continue;
     }
     changed_.wait_until(lock, std::min(lost_by, settles_by()));

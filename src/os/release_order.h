@@ -49,6 +49,7 @@
 #include <mutex>
 #include <set>
 #include <unordered_map>
+#include <vector>
 
 namespace smos::os {
 
@@ -95,6 +96,10 @@ class ReleaseOrder {
 
   // Numbers received above a hole, at most (some 3 MiB): past this, the hole is given up.
   static constexpr std::size_t kMaxAbove = 65536;
+  // A request that waits for a release nudges its queue at most kNudges times, kNudgeEvery
+  // apart, waiting awake in between, and then sleeps.
+  static constexpr std::chrono::microseconds kNudgeEvery{100};
+  static constexpr int kNudges = 5;
 
  private:
   using Releases = std::unordered_map<std::uint64_t, std::uint64_t>;  // fh -> its number
@@ -121,21 +126,16 @@ class ReleaseOrder {
   struct Flushed {
     Clock::time_point at;  // the last flush
     int queue;             // ring queue of the flush, or -1
-    Clock::time_point nudged_at;  // see nudge_expected()
-    int nudges;
   };
-  // Nudges the queue of each release expected but not received, kNudges times at most, every
-  // kNudgeEvery: whether one of them was nudged less than kNudgeEvery ago.
-  bool nudge_expected(Clock::time_point now);
-  static constexpr std::chrono::microseconds kNudgeEvery{100};
-  static constexpr int kNudges = 5;
-
+  // The ring queues of the releases expected, flushed before `t`.
+  std::vector<unsigned> queues_flushed_before(Clock::time_point t) const;
   std::function<void(unsigned)> nudge_;
   std::unordered_map<std::uint64_t, Flushed> expected_;  // fh -> its last flush
   Releases in_flight_;                    // received, expected
   Releases others_;                       // received, not expected
   std::atomic<bool> active_{false};       // expected_ or in_flight_ is not empty
   std::uint64_t seen_through_ = 0;    // every request numbered up to this one was received
+  std::atomic<std::uint64_t> advances_{0};  // how often seen_through_ moved
   std::set<std::uint64_t> seen_above_;  // and these above it
   Clock::time_point hole_since_;        // when the lowest number missing was first missed
   std::uint64_t holes_skipped_through_ = 0;  // wait_released() waits for no number up to it
