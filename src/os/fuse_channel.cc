@@ -1,6 +1,7 @@
 #include "os/fuse_channel.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/fuse.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -115,6 +116,12 @@ void FuseChannel::received(const void* request, std::size_t size) noexcept {
   }
   std::memcpy(&read_unique, static_cast<const char*>(request) + offsetof(fuse_in_header, unique),
               sizeof read_unique);
+}
+
+void FuseChannel::nudge(int cpu) {
+  ring_.watched(static_cast<unsigned>(cpu));
+  // (Nudging the CPU that this request waits on would only preempt it.)
+  if (cpu != ::sched_getcpu()) nudger_.nudge(static_cast<unsigned>(cpu));
 }
 
 void FuseChannel::wait_turn() {

@@ -28,6 +28,7 @@
 #include <string>
 #include <utility>
 
+#include "os/cpu.h"
 #include "os/fuse_ring.h"
 #include "os/release_order.h"
 
@@ -37,7 +38,7 @@ class FuseChannel {
  public:
   explicit FuseChannel(bool want_passthrough = true, bool want_ring = true)
       : want_passthrough_(want_passthrough), want_ring_(want_ring) {
-    releases_.set_nudge([this](unsigned queue) { ring_.nudge(queue); });
+    releases_.set_nudge([this](int cpu) { nudge(cpu); });
   }
 
   // Where the ring's workers send requests, and the mount's absolute path; set before the
@@ -97,6 +98,8 @@ class FuseChannel {
                       unsigned flags);
 
  private:
+  // For a request that waits for a release flushed through the ring queue of `cpu`.
+  void nudge(int cpu);
   // Shows a request to releases_, and remembers its number for this thread's wait_turn().
   void received(const void* request, std::size_t size) noexcept;
 
@@ -109,6 +112,7 @@ class FuseChannel {
   const bool want_ring_;
   std::atomic<bool> passthrough_{false};
   FuseRing ring_;
+  CpuNudger nudger_;
   FuseRing::Dispatch dispatch_;
   std::string mountpoint_;
   std::atomic<bool> no_epoch_{false};

@@ -3,14 +3,11 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <linux/fuse.h>
-#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/statfs.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +20,8 @@
 #include <utility>
 
 #include <spdlog/spdlog.h>
+
+#include "os/cpu.h"
 
 namespace smos::os {
 
@@ -78,29 +77,6 @@ enum State : int {
   kReplied,  // the answer is in the buffers, to be committed
 };
 
-// The CPUs in a list such as /sys/devices/system/cpu/online ("0-3,8,10-11").
-std::vector<unsigned> cpu_list(const char* path) {
-  std::vector<unsigned> cpus;
-  if (std::FILE* f = std::fopen(path, "re")) {
-    unsigned first = 0;
-    unsigned last = 0;
-    while (std::fscanf(f, "%u", &first) == 1) {
-      last = first;
-      if (std::fscanf(f, "-%u", &last) < 0) break;
-      for (unsigned cpu = first; cpu <= last; ++cpu) cpus.push_back(cpu);
-      if (std::fgetc(f) != ',') break;
-    }
-    std::fclose(f);
-  }
-  return cpus;
-}
-
-// num_possible_cpus(): the kernel has one queue per possible CPU, all of which need an entry.
-unsigned possible_cpus() {
-  const std::vector<unsigned> cpus = cpu_list("/sys/devices/system/cpu/possible");
-  return cpus.empty() ? 0 : *std::max_element(cpus.begin(), cpus.end()) + 1;
-}
-
 // An online CPU of [0, count) that this process may not run on, if any. (Offline ones make no
 // requests.)
 std::optional<unsigned> forbidden_cpu(unsigned count) {
@@ -155,8 +131,6 @@ struct FuseRing::Worker {
   int wake_fd = -1;
   std::uint64_t wake_count = 0;
   int kick_fd = -1;  // a semaphore: each count is one kick for one kicker
-  int nudge_fd = -1;  // wakes the nudger
-  std::thread nudger;  // pinned with the worker; see nudge()
   std::thread thread;
   std::mutex mu;  // guards ready, kickers and the change of kicking
   std::vector<Entry*> ready;  // answered from another thread while parked
@@ -165,7 +139,7 @@ struct FuseRing::Worker {
   std::atomic<int> idle_kickers{0};  // kickers waiting for a kick that none has claimed
   std::atomic<bool> gave_up{false};  // give_up() has stopped the daemon: serve nothing more
   std::atomic<std::chrono::steady_clock::rep> eager_until{0};  // see serve_next_at_once()
-  bool preempts = false;  // runs SCHED_OTHER for now (see schedule_as())
+  bool preempts = false;  // runs SCHED_OTHER for now
   bool stranded = false;  // an entry was parked: requests may wait in the kernel (see serve())
 };
 
@@ -189,7 +163,7 @@ bool FuseRing::prepare() {
     why_not_ = std::string(what) + ": " + std::strerror(err);
     for (auto& w : workers) {
       io_uring_queue_exit(&w->ring);
-      for (int fd : {w->wake_fd, w->kick_fd, w->nudge_fd}) {
+      for (int fd : {w->wake_fd, w->kick_fd}) {
         if (fd >= 0) ::close(fd);
       }
     }
@@ -211,8 +185,7 @@ bool FuseRing::prepare() {
     }
     w.wake_fd = ::eventfd(0, EFD_CLOEXEC);
     w.kick_fd = ::eventfd(0, EFD_CLOEXEC | EFD_SEMAPHORE);
-    w.nudge_fd = ::eventfd(0, EFD_CLOEXEC);
-    if (w.wake_fd < 0 || w.kick_fd < 0 || w.nudge_fd < 0) return fail("eventfd", errno);
+    if (w.wake_fd < 0 || w.kick_fd < 0) return fail("eventfd", errno);
   }
   workers_ = std::move(workers);
   return true;
@@ -238,7 +211,6 @@ void FuseRing::start(int dev_fd, std::size_t max_payload, Dispatch dispatch,
   for (auto& w : workers_) {
     Worker* worker = w.get();
     worker->thread = std::thread([this, worker] { run(*worker); });
-    worker->nudger = std::thread([this, worker] { be_nudger(*worker); });
   }
   spdlog::info("FUSE ring: {} queues, one worker each, {} KiB payload per entry",
                workers_.size(), max_payload / 1024);
@@ -265,10 +237,6 @@ void FuseRing::stop() {
       ::eventfd_write(w->wake_fd, 1);
       w->thread.join();  // it submits the answers it holds
     }
-    if (w->nudger.joinable()) {
-      ::eventfd_write(w->nudge_fd, 1);
-      w->nudger.join();
-    }
   }
   // Closing a ring cancels its registrations. The entries stay until this object goes: the
   // kernel writes into them only from a worker's thread, and those are gone. Closing the last
@@ -280,7 +248,6 @@ void FuseRing::stop() {
   for (auto& w : workers_) {
     ::close(w->wake_fd);
     ::close(w->kick_fd);
-    ::close(w->nudge_fd);
   }
 }
 
@@ -314,20 +281,6 @@ bool prep_command(io_uring* ring, int dev_fd, std::uint32_t op, void* tag, const
   return true;
 }
 
-// A queue serves the requests of its CPU: its threads run there, so that none waits for a
-// wake-up on another CPU, and a kick lands in that queue. prepare() checked that smosd may run
-// on every CPU.
-void pin_to_queue_cpu(unsigned qid) {
-  cpu_set_t* cpus = CPU_ALLOC(qid + 1);
-  const std::size_t size = CPU_ALLOC_SIZE(qid + 1);
-  CPU_ZERO_S(size, cpus);
-  CPU_SET_S(qid, size, cpus);
-  if (int err = pthread_setaffinity_np(pthread_self(), size, cpus); err != 0) {
-    spdlog::warn("FUSE ring: queue {}: cannot run on CPU {}: {}", qid, qid, std::strerror(err));
-  }
-  CPU_FREE(cpus);
-}
-
 // A request wakes its queue's worker, on the CPU of the task that queued it. A synchronous
 // request's task blocks at once, so the worker runs right away either way. An asynchronous one,
 // the release that close() queues, would preempt the closing task in the middle of its run: two
@@ -338,37 +291,10 @@ void pin_to_queue_cpu(unsigned qid) {
 // But a release that commits an entry is awaited by every request made after the close (see
 // release_order.h), other CPUs' too, and a closer that computes on would hold it back for a
 // time slice, milliseconds. So a request of another CPU that waits for it nudges this CPU
-// (FuseRing::nudge): the queue's nudger, which does preempt, wakes and blocks again at once, and
-// the worker runs next. Such a wait costs tens of microseconds, where serving every release at
-// once would cost every close two switches, but it says that others are watching: for a while
-// after a nudge, the worker serves the releases of closes at once (serve_next_at_once()).
-//
-// Every thread of a queue takes a short slice (Linux 6.12+; older kernels ignore it): the
-// scheduler then picks it ahead of a task whose slice is longer as soon as the CPU switches,
-// and one that wakes preempts such a task at once (PREEMPT_SHORT), where it would otherwise
-// wait until that task's slice is over (RUN_TO_PARITY).
-void schedule_as(unsigned qid, int policy) {
-  struct {  // struct sched_attr, its first version; <linux/sched/types.h> clashes with glibc's
-    std::uint32_t size, sched_policy;
-    std::uint64_t sched_flags;
-    std::int32_t sched_nice;
-    std::uint32_t sched_priority;
-    std::uint64_t sched_runtime, sched_deadline, sched_period;
-  } attr{};
-  static_assert(sizeof attr == 48);  // SCHED_ATTR_SIZE_VER0
-  attr.size = sizeof attr;
-  attr.sched_policy = static_cast<std::uint32_t>(policy);
-  attr.sched_runtime = 100'000;  // ns, the shortest slice allowed
-  errno = 0;
-  attr.sched_nice = ::getpriority(PRIO_PROCESS, 0);  // the thread's own: keep it
-  if (errno != 0 || ::syscall(SYS_sched_setattr, 0, &attr, 0) != 0) {
-    static std::atomic<bool> said{false};
-    if (!said.exchange(true)) {
-      spdlog::warn("FUSE ring: queue {}: cannot use {}: {}", qid,
-                   policy == SCHED_BATCH ? "SCHED_BATCH" : "SCHED_OTHER", std::strerror(errno));
-    }
-  }
-}
+// (os::CpuNudger), and the worker, whose slice is the shortest, runs next. Such a wait costs
+// tens of microseconds, where serving every release at once would cost every close two
+// switches, but it says that others are watching: for a while after a nudge, the worker serves
+// the releases of closes at once (watched(), serve_next_at_once()).
 
 bool arm_wake(io_uring* ring, int fd, std::uint64_t* count) {
   io_uring_sqe* sqe = next_sqe(ring);
@@ -493,7 +419,7 @@ void FuseRing::serve(Worker& worker, Entry& entry) {
                                                     .count() < worker.eager_until.load();
       preempt != worker.preempts) {
     worker.preempts = preempt;
-    schedule_as(worker.qid, preempt ? SCHED_OTHER : SCHED_BATCH);
+    schedule_as(preempt ? SCHED_OTHER : SCHED_BATCH, "FUSE ring worker");
   }
 
   int expected = kServing;
@@ -518,23 +444,10 @@ int FuseRing::queue() {
   return serving_ != nullptr ? static_cast<int>(serving_->owner->qid) : -1;
 }
 
-void FuseRing::nudge(unsigned qid) {
-  if (qid >= workers_.size() || static_cast<int>(qid) == queue()) return;
-  Worker& worker = *workers_[qid];
-  worker.eager_until = (std::chrono::steady_clock::now() + kEager).time_since_epoch().count();
-  std::lock_guard lock(entries_mu_);  // keeps stop() from closing the eventfd meanwhile
-  if (running_.load(std::memory_order_relaxed)) ::eventfd_write(worker.nudge_fd, 1);
-}
-
-// A nudger preempts whatever runs on its CPU as it wakes, and blocks again at once: the
-// scheduler then picks the worker, whose slice is as short (see schedule_as()). A kicker would
-// do it too, but makes a request besides.
-void FuseRing::be_nudger(Worker& worker) {
-  pin_to_queue_cpu(worker.qid);
-  schedule_as(worker.qid, SCHED_OTHER);
-  eventfd_t count;
-  while (::eventfd_read(worker.nudge_fd, &count) == 0 && running_.load(std::memory_order_acquire)) {
-  }
+void FuseRing::watched(unsigned qid) {
+  if (qid >= workers_.size()) return;
+  workers_[qid]->eager_until =
+      (std::chrono::steady_clock::now() + kEager).time_since_epoch().count();
 }
 
 // A kick takes up the oldest request stranded in this CPU's queue: the new entry takes the
@@ -560,8 +473,8 @@ void FuseRing::request_kick(Worker& worker) {
 }
 
 void FuseRing::kick(Worker& worker) {
-  pin_to_queue_cpu(worker.qid);
-  schedule_as(worker.qid, SCHED_OTHER);
+  pin_to_cpu(worker.qid, "FUSE ring kicker");  // so that its request lands in that queue
+  schedule_as(SCHED_OTHER, "FUSE ring kicker");
   while (worker.kicking.load(std::memory_order_acquire)) {
     struct statfs fs;
     ::statfs(mountpoint_.c_str(), &fs);  // the answer does not matter, its commit does
@@ -582,8 +495,10 @@ void FuseRing::give_up(Worker& worker, const char* what, int err) {
 }
 
 void FuseRing::run(Worker& worker) {
-  pin_to_queue_cpu(worker.qid);
-  schedule_as(worker.qid, SCHED_BATCH);
+  // A queue serves the requests of its CPU: its worker runs there, so that no request waits for
+  // a wake-up on another CPU. prepare() checked that smosd may run on every CPU.
+  pin_to_cpu(worker.qid, "FUSE ring worker");
+  schedule_as(SCHED_BATCH, "FUSE ring worker");
   // io_uring_enable_rings(), which Debian 12's liburing declares but does not export.
   if (int rc = io_uring_register(worker.ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
       rc < 0) {

@@ -62,14 +62,12 @@ class FuseRing {
   // answers, and returns true; false if no ring request has that unique (nothing is done).
   bool reply(const iovec* iov, int count);
   // From a handler on a worker's thread: the next request of its queue, the release that the
-  // answered close(2) queues, is served at once, not when the closer next blocks, if another
-  // CPU's request has waited for one of this queue's releases lately (nudge()). Elsewhere it
-  // does nothing.
+  // answered close(2) queues, is served at once, not when the closer next blocks, if the queue
+  // was watched() lately. Elsewhere it does nothing.
   static void serve_next_at_once() { next_at_once_ = true; }
-  // For a request of another queue that waits for a request in queue `qid`: has that CPU
-  // serve its queue soon, even while another task computes there, and the releases of the
-  // next kEager served at once. Does nothing once stopped, or from queue `qid`'s own worker.
-  void nudge(unsigned qid);
+  // A request of another CPU waited for a release of queue `qid` (and nudged its CPU): for the
+  // next kEager, that queue's worker serves the releases of closes at once.
+  void watched(unsigned qid);
   static constexpr std::chrono::seconds kEager{1};
   // Whether the request this thread serves may have overtaken requests of its own queue,
   // which wait in the kernel until it is answered (see serve()). False off the workers.
@@ -91,7 +89,6 @@ class FuseRing {
   void serve(Worker& worker, Entry& entry);
   void request_kick(Worker& worker);
   void kick(Worker& worker);
-  void be_nudger(Worker& worker);
   // Logs why this queue cannot go on, once, and stops the daemon.
   void give_up(Worker& worker, const char* what, int err);
 

@@ -16,22 +16,21 @@ namespace {
 constexpr std::uint64_t kStep = 2;
 }  // namespace
 
-void ReleaseOrder::expect(std::uint64_t fh, int queue) {
+void ReleaseOrder::expect(std::uint64_t fh, int cpu) {
   std::lock_guard lock(mu_);
-  expected_[fh] = {Clock::now(), queue};
+  expected_[fh] = {Clock::now(), cpu};
   update();
 }
 
-std::vector<unsigned> ReleaseOrder::queues_flushed_before(Clock::time_point t) const {
-  std::vector<unsigned> queues;
+std::vector<int> ReleaseOrder::cpus_flushed_before(Clock::time_point t) const {
+  std::vector<int> cpus;
   for (const auto& [fh, flushed] : expected_) {
-    const auto queue = static_cast<unsigned>(flushed.queue);
-    if (flushed.queue >= 0 && flushed.at < t &&
-        std::find(queues.begin(), queues.end(), queue) == queues.end()) {
-      queues.push_back(queue);
+    if (flushed.cpu >= 0 && flushed.at < t &&
+        std::find(cpus.begin(), cpus.end(), flushed.cpu) == cpus.end()) {
+      cpus.push_back(flushed.cpu);
     }
   }
-  return queues;
+  return cpus;
 }
 
 void ReleaseOrder::release_turn(std::uint64_t fh) {
@@ -118,16 +117,16 @@ bool ReleaseOrder::wait_turn(std::uint64_t unique, bool overtaking) {
       advance_to(unique - kStep);
       break;
     }
-    // Or still in the ring queue of its closer's CPU (a release flushed after this request
-    // began is numbered after it): have that CPU take it up, and wait awake meanwhile, as this
-    // CPU would otherwise go idle, and a virtual CPU that halts takes tens of microseconds to
-    // wake again.
-    if (std::vector<unsigned> queues; nudge_ && nudges < kNudges &&
-                                      !(queues = queues_flushed_before(start)).empty()) {
+    // Or still in the ring queue of its closer's CPU, whose worker the closer keeps from
+    // running if it computes on (a release flushed after this request began is numbered after
+    // it): have that CPU switch, and wait awake meanwhile, as this CPU would otherwise go idle,
+    // and a virtual CPU that halts takes tens of microseconds to wake again.
+    if (std::vector<int> cpus; nudge_ && nudges < kNudges &&
+                               !(cpus = cpus_flushed_before(start)).empty()) {
       ++nudges;
       const std::uint64_t advances = advances_.load(std::memory_order_acquire);
       lock.unlock();
-      for (unsigned queue : queues) nudge_(queue);
+      for (int cpu : cpus) nudge_(cpu);
       for (const Clock::time_point until = Clock::now() + kNudgeEvery;
            advances_.load(std::memory_order_acquire) == advances && Clock::now() < until;) {
         std::this_thread::yield();

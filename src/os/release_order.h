@@ -10,8 +10,8 @@
 // ReleaseOrder puts those back in order:
 //  - expect(): a writer's FLUSH, which close(2) waits for, says that the file's release will
 //    commit or discard its entry, if this close was the last one of the file. Through the
-//    ring, the release comes through the FLUSH's queue, which serves it when the closer
-//    blocks: a request of another queue that waits for it nudges that queue.
+//    ring, the release comes through the FLUSH's queue, whose worker serves it when the closer
+//    blocks: a request of another CPU that waits for it nudges that CPU to switch tasks.
 //  - received(): every request is shown here as a thread takes it, from /dev/fuse or a ring
 //    queue. The kernel numbers requests (fuse_in_header::unique) as it queues them, so a
 //    request made after close(2) returned has a higher number than the release. Threads take
@@ -66,13 +66,13 @@ class ReleaseOrder {
         settle_wait_(settle_wait),
         hole_wait_(hole_wait) {}
 
-  // Where a request of another ring queue that waits for a release expected from `queue` has
-  // that queue served (FuseRing::nudge): set before requests come.
-  void set_nudge(std::function<void(unsigned queue)> nudge) { nudge_ = std::move(nudge); }
+  // How a request that waits for a release flushed through the ring queue of `cpu` has that
+  // CPU switch tasks (os::CpuNudger): set before requests come.
+  void set_nudge(std::function<void(int cpu)> nudge) { nudge_ = std::move(nudge); }
 
-  // The release of handle `fh`, flushed, commits or discards its entry. `queue`: the ring
-  // queue that the FLUSH came through, where the release will come too, or -1 (/dev/fuse).
-  void expect(std::uint64_t fh, int queue = -1);
+  // The release of handle `fh`, flushed, commits or discards its entry. `cpu`: the CPU whose
+  // ring queue the FLUSH came through, where the release will come too, or -1 (/dev/fuse).
+  void expect(std::uint64_t fh, int cpu = -1);
   // Before the store serves the release of `fh`, if expected: returns once the expected
   // releases numbered before it are served (at most max_wait), so that they commit in the
   // order their files were closed.
@@ -96,7 +96,7 @@ class ReleaseOrder {
 
   // Numbers received above a hole, at most (some 3 MiB): past this, the hole is given up.
   static constexpr std::size_t kMaxAbove = 65536;
-  // A request that waits for a release nudges its queue at most kNudges times, kNudgeEvery
+  // A request that waits for a release nudges its CPU at most kNudges times, kNudgeEvery
   // apart, waiting awake in between, and then sleeps.
   static constexpr std::chrono::microseconds kNudgeEvery{100};
   static constexpr int kNudges = 5;
@@ -125,11 +125,11 @@ class ReleaseOrder {
   int waiting_ = 0;
   struct Flushed {
     Clock::time_point at;  // the last flush
-    int queue;             // ring queue of the flush, or -1
+    int cpu;               // of the ring queue of the flush, or -1 (/dev/fuse)
   };
-  // The ring queues of the releases expected, flushed before `t`.
-  std::vector<unsigned> queues_flushed_before(Clock::time_point t) const;
-  std::function<void(unsigned)> nudge_;
+  // The CPUs (see Flushed) of the releases expected, flushed before `t`.
+  std::vector<int> cpus_flushed_before(Clock::time_point t) const;
+  std::function<void(int)> nudge_;
   std::unordered_map<std::uint64_t, Flushed> expected_;  // fh -> its last flush
   Releases in_flight_;                    // received, expected
   Releases others_;                       // received, not expected

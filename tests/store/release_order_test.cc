@@ -142,21 +142,22 @@ TEST_F(ReleaseOrderTest, EveryRequestNumberedAfterTheReleaseWaitsForIt) {
 
 // Through the ring, a release waits in its CPU's queue until the worker there runs, which the
 // closer may not let it do for a time slice: a request that waits for a release flushed before
-// it nudges that queue, a few times (ReleaseOrder::kNudges), awake for a moment after each, and
+// it nudges that CPU, a few times (ReleaseOrder::kNudges), awake for a moment after each, and
 // then sleeps. Flushes after it began concern releases numbered after it, and nudge nothing.
 TEST_F(ReleaseOrderTest, ARequestThatWaitsForAReleaseNudgesItsQueueAFewTimes) {
   std::mutex mu;
-  std::vector<unsigned> nudged;
-  order_.set_nudge([&](unsigned queue) {
+  std::vector<int> nudged;
+  order_.set_nudge([&](int cpu) {
     std::lock_guard lock(mu);
-    nudged.push_back(queue);
+    nudged.push_back(cpu);
   });
   const auto nudges = [&] {
     std::lock_guard lock(mu);
     return nudged;
   };
-  order_.expect(kFh, /*queue=*/3);
-  order_.expect(kFh + 1);  // through /dev/fuse: no queue to nudge
+  order_.expect(kFh, /*cpu=*/3);
+  order_.expect(kFh + 1);  // through /dev/fuse: no CPU to nudge
+  order_.expect(kFh + 4, 3);  // one nudge for both of CPU 3
   Receive(Request(FUSE_LOOKUP, 8));
   double cpu_ms = -1;
   std::future<bool> turn = std::async(std::launch::async, [&] {
@@ -177,11 +178,12 @@ TEST_F(ReleaseOrderTest, ARequestThatWaitsForAReleaseNudgesItsQueueAFewTimes) {
     std::this_thread::sleep_for(milliseconds(1));
   }
   EXPECT_FALSE(Returned(turn, milliseconds(0)));
-  EXPECT_EQ(nudges(), std::vector<unsigned>(os::ReleaseOrder::kNudges, 3));
+  EXPECT_EQ(nudges(), std::vector<int>(os::ReleaseOrder::kNudges, 3));
   Receive(Request(FUSE_RELEASE, 4, kFh));
   Receive(Request(FUSE_RELEASE, 6, kFh + 1));
   order_.released(kFh);
   order_.released(kFh + 1);
+  order_.released(kFh + 4);  // still open elsewhere: never received
   ASSERT_TRUE(Returned(turn, milliseconds(2000)));
   EXPECT_TRUE(turn.get());
   EXPECT_LT(cpu_ms, 20) << "the waiter spun for its whole wait of " << kHeld.count() << " ms";
