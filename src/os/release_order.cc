@@ -108,6 +108,7 @@ bool ReleaseOrder::wait_turn(std::uint64_t unique, bool overtaking) {
   const Clock::time_point start = Clock::now();
   const Clock::time_point lost_by = start + lost_wait_;
   int nudges = 0;
+  Clock::time_point awake_until = start;
   while (!overtaking && seen_through_ + kStep < unique) {
     const Clock::time_point now = Clock::now();
     if (now >= settles_by()) break;
@@ -121,14 +122,18 @@ bool ReleaseOrder::wait_turn(std::uint64_t unique, bool overtaking) {
     // running if it computes on (a release flushed after this request began is numbered after
     // it): have that CPU switch, and wait awake meanwhile, as this CPU would otherwise go idle,
     // and a virtual CPU that halts takes tens of microseconds to wake again.
-    if (std::vector<int> cpus; nudge_ && nudges < kNudges &&
+    if (std::vector<int> cpus; nudge_ && now >= awake_until && nudges < kNudges &&
                                !(cpus = cpus_flushed_before(start)).empty()) {
       ++nudges;
-      const std::uint64_t advances = advances_.load(std::memory_order_acquire);
+      awake_until = now + kNudgeEvery;
       lock.unlock();
       for (int cpu : cpus) nudge_(cpu);
-      for (const Clock::time_point until = Clock::now() + kNudgeEvery;
-           advances_.load(std::memory_order_acquire) == advances && Clock::now() < until;) {
+      lock.lock();
+    }
+    if (Clock::now() < awake_until) {
+      const std::uint64_t advances = advances_.load(std::memory_order_acquire);
+      lock.unlock();
+      while (advances_.load(std::memory_order_acquire) == advances && Clock::now() < awake_until) {
         std::this_thread::yield();
       }
       lock.lock();

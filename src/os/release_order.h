@@ -97,7 +97,7 @@ class ReleaseOrder {
   // Numbers received above a hole, at most (some 3 MiB): past this, the hole is given up.
   static constexpr std::size_t kMaxAbove = 65536;
   // A request that waits for a release nudges its CPU at most kNudges times, kNudgeEvery
-  // apart, waiting awake in between, and then sleeps.
+  // apart, waits awake in between, and then sleeps.
   static constexpr std::chrono::microseconds kNudgeEvery{100};
   static constexpr int kNudges = 5;
 
