@@ -168,7 +168,7 @@ TEST_F(ReleaseOrderTest, ARequestThatWaitsForAReleaseNudgesItsQueueAFewTimes) {
              (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e3;
     return served;
   });
-  // Once it waits, other files are flushed through queues 3 and 4, again and again.
+  // Once it waits, other files are flushed through CPUs 3 and 4, again and again.
   for (const auto until = Clock::now() + kHeld; nudges().empty() && Clock::now() < until;) {
     std::this_thread::yield();
   }
