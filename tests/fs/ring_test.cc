@@ -17,6 +17,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -32,6 +33,28 @@ bool RingOffered() {
   std::string value;
   return static_cast<bool>(in >> value) && value == "Y";
 }
+
+// Pins the calling thread to one CPU.
+bool PinTo(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return ::sched_setaffinity(0, sizeof set, &set) == 0;
+}
+
+// Holds this process, and the daemons it starts meanwhile, on CPU 0.
+class OnCpu0 {
+ public:
+  OnCpu0() { held_ = ::sched_getaffinity(0, sizeof before_, &before_) == 0 && PinTo(0); }
+  ~OnCpu0() {
+    if (held_) ::sched_setaffinity(0, sizeof before_, &before_);
+  }
+  bool held() const { return held_; }
+
+ private:
+  cpu_set_t before_;
+  bool held_ = false;
+};
 
 class RingTest : public ObjectTest, public ::testing::WithParamInterface<bool> {
  protected:
@@ -69,8 +92,8 @@ class RingTest : public ObjectTest, public ::testing::WithParamInterface<bool> {
   }
 
   // Starts another process that pushes and pops until StopLoad(), so that both CPUs' queues
-  // are busy.
-  void StartLoad() {
+  // are busy; with `hold`, also holds this process on CPU 0 until then (see OnCpu0).
+  void StartLoad(bool hold = false) {
     const std::string obj = MakeObject("load");
     load_stop_ = smosd_.dir() + "/stop-load";
     load_ = std::make_unique<Child>([&](Channel& channel) {
@@ -83,8 +106,13 @@ class RingTest : public ObjectTest, public ::testing::WithParamInterface<bool> {
       return 0;
     });
     ASSERT_TRUE(load_->Wait());
+    if (hold) {
+      hold_.emplace();
+      ASSERT_TRUE(hold_->held()) << LastErr();
+    }
   }
   void StopLoad() {
+    hold_.reset();
     std::ofstream(load_stop_).put('\n');
     EXPECT_EQ(load_->Join(), 0);
   }
@@ -105,6 +133,7 @@ class RingTest : public ObjectTest, public ::testing::WithParamInterface<bool> {
 
   std::string load_stop_;
   std::unique_ptr<Child> load_;
+  std::optional<OnCpu0> hold_;
 };
 
 std::string ModeName(const ::testing::TestParamInfo<bool>& info) {
@@ -150,28 +179,6 @@ TEST_P(RingTest, ManyBlockedPopsAreAnsweredFromOtherThreads) {
   EXPECT_EQ(*got.rbegin(), kPoppers - 1);
   EXPECT_EQ(GetXattr(obj_, xattr::kEntries), "0");
 }
-
-// Pins the calling thread to one CPU.
-bool PinTo(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  return ::sched_setaffinity(0, sizeof set, &set) == 0;
-}
-
-// Holds this process, and the daemons it starts meanwhile, on CPU 0.
-class OnCpu0 {
- public:
-  OnCpu0() { held_ = ::sched_getaffinity(0, sizeof before_, &before_) == 0 && PinTo(0); }
-  ~OnCpu0() {
-    if (held_) ::sched_setaffinity(0, sizeof before_, &before_);
-  }
-  bool held() const { return held_; }
-
- private:
-  cpu_set_t before_;
-  bool held_ = false;
-};
 
 // A queue's threads must run on its CPU: a kick lands in the queue of the CPU it is made on.
 // A daemon that may not run on every CPU declines the ring, says why, and serves through
@@ -284,9 +291,7 @@ TEST_P(RingTest, AWritersOwnRequestsAfterCloseFindTheEntryCommitted) {
 // ring serves a CPU's queue in order, and this process stays on one CPU: another CPU's queue
 // may take the release later.
 TEST_P(RingTest, AReadersOwnRequestsAfterCloseFindTheEntryIdle) {
-  ASSERT_NO_FATAL_FAILURE(StartLoad());
-  OnCpu0 hold;
-  ASSERT_TRUE(hold.held()) << LastErr();
+  ASSERT_NO_FATAL_FAILURE(StartLoad(/*hold=*/true));
   int busy = 0;
   int skipped = 0;
   for (int i = 0; i < 500; ++i) {
@@ -319,9 +324,7 @@ TEST_P(RingTest, AReadersOwnRequestsAfterCloseFindTheEntryIdle) {
 // while a reader holds it, an entry lives on as a zombie, which counts towards the capacity;
 // so the delete comes after the releases sent before it, and finds the entry idle.
 TEST_P(RingTest, AnEntryReadClosedAndDeletedMakesRoomAtOnce) {
-  ASSERT_NO_FATAL_FAILURE(StartLoad());
-  OnCpu0 hold;
-  ASSERT_TRUE(hold.held()) << LastErr();
+  ASSERT_NO_FATAL_FAILURE(StartLoad(/*hold=*/true));
   const std::string buffer = MakeObject("buffer", {{xattr::kCapacity, "1"}});
   int full = 0;
   int zombies = 0;
@@ -340,9 +343,7 @@ TEST_P(RingTest, AnEntryReadClosedAndDeletedMakesRoomAtOnce) {
 // The same with a queue: a pop leaves its entry a zombie until the popper's release. A push,
 // or a create by name, that finds no room asks again after the readers' releases.
 TEST_P(RingTest, AQueueAtItsCapacityTakesAPushRightAfterAPop) {
-  ASSERT_NO_FATAL_FAILURE(StartLoad());
-  OnCpu0 hold;
-  ASSERT_TRUE(hold.held()) << LastErr();
+  ASSERT_NO_FATAL_FAILURE(StartLoad(/*hold=*/true));
   const std::string queue = MakeObject("queue", {{xattr::kCapacity, "1"}});
   int full = 0;
   int zombies = 0;
@@ -375,9 +376,7 @@ class RingBudgetTest : public RingTest {
 INSTANTIATE_TEST_SUITE_P(Modes, RingBudgetTest, ::testing::Bool(), ModeName);
 
 TEST_P(RingBudgetTest, AWriteRightAfterAReadersCloseHasTheZombiesMemory) {
-  ASSERT_NO_FATAL_FAILURE(StartLoad());
-  OnCpu0 hold;
-  ASSERT_TRUE(hold.held()) << LastErr();
+  ASSERT_NO_FATAL_FAILURE(StartLoad(/*hold=*/true));
   const std::string bytes = Pattern(kBudget / 2 + 4096, 3);  // two do not fit
   const std::string next = obj_ + "/next";
   int full = 0;
