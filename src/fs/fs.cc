@@ -44,7 +44,7 @@ void init(void* userdata, fuse_conn_info* conn) {
 
 // An operation that observes entries, served only once the releases queued before it are
 // (FuseChannel::wait_turn): a request whose answer cannot depend on a release (read, write,
-// flush, release, forget, statfs) goes straight to its handler. `kAfterReaders`: its answer
+// flush, release, forget) goes straight to its handler. `kAfterReaders`: its answer
 // also depends on which files are open, so it waits for readers' releases too
 // (FuseChannel::wait_released).
 template <auto Op, bool kAfterReaders = false>
@@ -52,11 +52,11 @@ struct InOrder;
 template <typename... Args, void (*Op)(fuse_req_t, Args...), bool kAfterReaders>
 struct InOrder<Op, kAfterReaders> {
   static void serve(fuse_req_t req, Args... args) {
-    guarded("wait_turn", [req] {
-      channel_of(req).wait_turn();
-      return 0;
-    });
-    if constexpr (kAfterReaders) wait_released(req);
+    if constexpr (kAfterReaders) {
+      wait_all_released(req);
+    } else {
+      wait_turn(req);
+    }
     Op(req, args...);
   }
 };
@@ -68,11 +68,23 @@ using AfterReaders = InOrder<Op, true>;
 
 }  // namespace
 
+void wait_turn(fuse_req_t req) {
+  guarded("wait_turn", [req] {
+    channel_of(req).wait_turn();
+    return 0;
+  });
+}
+
 void wait_released(fuse_req_t req) {
   guarded("wait_released", [req] {
     channel_of(req).wait_released();
     return 0;
   });
+}
+
+void wait_all_released(fuse_req_t req) {
+  wait_turn(req);
+  wait_released(req);
 }
 
 Caller caller_of(fuse_req_t req) {
@@ -179,7 +191,7 @@ const fuse_lowlevel_ops& operations() {
     o.opendir = InOrder<op_opendir>::serve;
     o.readdir = InOrder<op_readdir>::serve;
     o.releasedir = op_releasedir;
-    o.statfs = op_statfs;  // memory as it stands; and the ring's kick must never wait
+    o.statfs = op_statfs;  // waits itself, unless it is the ring's kick
     o.setxattr = InOrder<op_setxattr>::serve;
     o.getxattr = InOrder<op_getxattr>::serve;
     o.listxattr = InOrder<op_listxattr>::serve;

@@ -52,8 +52,12 @@ inline os::FuseChannel& channel_of(fuse_req_t req) {
   return static_cast<Context*>(fuse_req_userdata(req))->channel;
 }
 
+// Before a request that observes entries (FuseChannel::wait_turn).
+void wait_turn(fuse_req_t req);
 // Before a request whose answer depends on which files are open (FuseChannel::wait_released).
 void wait_released(fuse_req_t req);
+// Both: before a request that observes entries and which files are open.
+void wait_all_released(fuse_req_t req);
 // Runs `fn` (a store call: 0 or an errno), and once more if it ran out of room (ENOSPC), after
 // the releases sent before this request: the room may be a zombie that a reader's release on
 // its way frees. The store changes nothing when it answers ENOSPC.

@@ -53,6 +53,8 @@ pid_t thread_group_of(pid_t tid) {
   return tgid;
 }
 
+bool is_own_thread(pid_t tid) { return thread_group_of(tid) == ::getpid(); }
+
 std::int64_t now_ns() {
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);

@@ -10,6 +10,8 @@ namespace smos::os {
 // The thread-group (process) id of a thread id, as FUSE reports thread ids. Returns the
 // argument itself when /proc cannot tell (the thread has already exited).
 pid_t thread_group_of(pid_t tid);
+// Whether a thread id (as FUSE reports it) is one of this process's threads.
+bool is_own_thread(pid_t tid);
 
 // Wall-clock time in nanoseconds since the epoch.
 std::int64_t now_ns();
