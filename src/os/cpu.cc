@@ -75,10 +75,12 @@ void schedule_as(int policy, const char* who) {
 
 void CpuNudger::nudge(unsigned cpu) {
   std::lock_guard lock(mu_);
-  if (stopped_.load(std::memory_order_relaxed) || failed_) return;
+  if (stopped_.load(std::memory_order_relaxed)) return;
   if (cpu >= nudgers_.size()) nudgers_.resize(cpu + 1);
   std::unique_ptr<Nudger>& nudger = nudgers_[cpu];
   if (!nudger) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now < retry_at_) return;
     auto fresh = std::make_unique<Nudger>();
     fresh->fd = ::eventfd(0, EFD_CLOEXEC);
     try {
@@ -88,7 +90,7 @@ void CpuNudger::nudge(unsigned cpu) {
       spdlog::warn("nudger of CPU {}: cannot start: {}; waits for a busy CPU may take a time "
                    "slice", cpu, e.what());
       if (fresh->fd >= 0) ::close(fresh->fd);
-      failed_ = true;
+      retry_at_ = now + std::chrono::seconds(1);
       return;
     }
     nudger = std::move(fresh);
@@ -100,7 +102,11 @@ void CpuNudger::run(unsigned cpu, int fd) const {
   pin_to_cpu(cpu, "nudger");
   schedule_as(SCHED_OTHER, "nudger");
   eventfd_t count;
-  while (::eventfd_read(fd, &count) == 0 && !stopped_.load(std::memory_order_acquire)) {
+  while (!stopped_.load(std::memory_order_acquire)) {
+    if (::eventfd_read(fd, &count) != 0 && errno != EINTR) {
+      spdlog::warn("nudger of CPU {}: {}; it nudges no more", cpu, std::strerror(errno));
+      return;
+    }
   }
 }
 

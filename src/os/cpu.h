@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -36,7 +37,8 @@ class CpuNudger {
   CpuNudger(const CpuNudger&) = delete;
   CpuNudger& operator=(const CpuNudger&) = delete;
 
-  // Nudges `cpu`. Does nothing after stop(), or if its nudger cannot start (logged once).
+  // Nudges `cpu`. Does nothing after stop(), or if its nudger cannot start (logged; tried again
+  // a second later).
   void nudge(unsigned cpu);
   // Stops and joins the nudgers.
   void stop();
@@ -50,7 +52,8 @@ class CpuNudger {
 
   std::atomic<bool> stopped_{false};
   std::mutex mu_;  // guards what follows; held while nudging, so stop() closes no fd in use
-  bool failed_ = false;  // a nudger could not start: logged, and none is tried again
+  // A nudger could not start (logged): none is tried again before this.
+  std::chrono::steady_clock::time_point retry_at_{};
   std::vector<std::unique_ptr<Nudger>> nudgers_;  // by CPU number, null until its first nudge
 };
 

@@ -118,10 +118,17 @@ void FuseChannel::received(const void* request, std::size_t size) noexcept {
               sizeof read_unique);
 }
 
-void FuseChannel::nudge(int cpu) {
-  ring_.watched(static_cast<unsigned>(cpu));
+void FuseChannel::expect_release(std::uint64_t fh) {
+  releases_.expect(fh, FuseRing::queue(), read_unique);
+  FuseRing::serve_next_at_once();
+}
+
+bool FuseChannel::nudge(int cpu) {
   // (Nudging the CPU that this request waits on would only preempt it.)
-  if (cpu != ::sched_getcpu()) nudger_.nudge(static_cast<unsigned>(cpu));
+  if (cpu == ::sched_getcpu()) return false;
+  ring_.watched(static_cast<unsigned>(cpu));
+  nudger_.nudge(static_cast<unsigned>(cpu));
+  return true;
 }
 
 void FuseChannel::wait_turn() {

@@ -38,7 +38,7 @@ class FuseChannel {
  public:
   explicit FuseChannel(bool want_passthrough = true, bool want_ring = true)
       : want_passthrough_(want_passthrough), want_ring_(want_ring) {
-    releases_.set_nudge([this](int cpu) { nudge(cpu); });
+    releases_.set_nudge([this](int cpu) { return nudge(cpu); });
   }
 
   // Where the ring's workers send requests, and the mount's absolute path; set before the
@@ -74,10 +74,7 @@ class FuseChannel {
 
   // The release of handle `fh`, flushed, commits or discards its entry: requests made after it
   // wait for it. Call before the FLUSH's reply.
-  void expect_release(std::uint64_t fh) {
-    releases_.expect(fh, FuseRing::queue());
-    FuseRing::serve_next_at_once();
-  }
+  void expect_release(std::uint64_t fh);
   // Before the release of `fh` is served: returns once the expected releases received before
   // it are served.
   void release_turn(std::uint64_t fh) { releases_.release_turn(fh); }
@@ -98,8 +95,9 @@ class FuseChannel {
                       unsigned flags);
 
  private:
-  // For a request that waits for a release flushed through the ring queue of `cpu`.
-  void nudge(int cpu);
+  // For a request that waits for a release flushed through the ring queue of `cpu`: false if
+  // that is this thread's CPU, which it would only preempt.
+  bool nudge(int cpu);
   // Shows a request to releases_, and remembers its number for this thread's wait_turn().
   void received(const void* request, std::size_t size) noexcept;
 

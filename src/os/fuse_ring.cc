@@ -480,7 +480,9 @@ void FuseRing::kick(Worker& worker) {
     ::statfs(mountpoint_.c_str(), &fs);  // the answer does not matter, its commit does
     worker.idle_kickers.fetch_add(1, std::memory_order_acq_rel);
     eventfd_t one;
-    if (::eventfd_read(worker.kick_fd, &one) != 0) return;
+    while (::eventfd_read(worker.kick_fd, &one) != 0) {
+      if (errno != EINTR) return;
+    }
   }
 }
 

@@ -16,16 +16,16 @@ namespace {
 constexpr std::uint64_t kStep = 2;
 }  // namespace
 
-void ReleaseOrder::expect(std::uint64_t fh, int cpu) {
+void ReleaseOrder::expect(std::uint64_t fh, int cpu, std::uint64_t flush) {
   std::lock_guard lock(mu_);
-  expected_[fh] = {Clock::now(), cpu};
+  expected_[fh] = {Clock::now(), flush, cpu};
   update();
 }
 
-std::vector<int> ReleaseOrder::cpus_flushed_before(Clock::time_point t) const {
+std::vector<int> ReleaseOrder::cpus_flushed_before(std::uint64_t unique) const {
   std::vector<int> cpus;
   for (const auto& [fh, flushed] : expected_) {
-    if (flushed.cpu >= 0 && flushed.at < t &&
+    if (flushed.cpu >= 0 && flushed.unique < unique &&
         std::find(cpus.begin(), cpus.end(), flushed.cpu) == cpus.end()) {
       cpus.push_back(flushed.cpu);
     }
@@ -119,16 +119,21 @@ bool ReleaseOrder::wait_turn(std::uint64_t unique, bool overtaking) {
       break;
     }
     // Or still in the ring queue of its closer's CPU, whose worker the closer keeps from
-    // running if it computes on (a release flushed after this request began is numbered after
-    // it): have that CPU switch, and wait awake meanwhile, as this CPU would otherwise go idle,
-    // and a virtual CPU that halts takes tens of microseconds to wake again.
+    // running if it computes on: have that CPU switch, and wait awake meanwhile, as this CPU
+    // would otherwise go idle, and a virtual CPU that halts takes tens of microseconds to wake.
     if (std::vector<int> cpus; nudge_ && now >= awake_until && nudges < kNudges &&
-                               !(cpus = cpus_flushed_before(start)).empty()) {
+                               !(cpus = cpus_flushed_before(unique)).empty()) {
       ++nudges;
-      awake_until = now + kNudgeEvery;
       lock.unlock();
-      for (int cpu : cpus) nudge_(cpu);
+      bool nudged = false;
+      for (int cpu : cpus) nudged = nudge_(cpu) || nudged;
       lock.lock();
+      if (nudged) {
+        awake_until = Clock::now() + kNudgeEvery;
+      } else {
+        nudges = kNudges;  // its own CPU's queue: it serves it once this thread sleeps
+      }
+      continue;  // what it waits for may have come meanwhile
     }
     if (Clock::now() < awake_until) {
       const std::uint64_t advances = advances_.load(std::memory_order_acquire);

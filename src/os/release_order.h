@@ -67,12 +67,14 @@ class ReleaseOrder {
         hole_wait_(hole_wait) {}
 
   // How a request that waits for a release flushed through the ring queue of `cpu` has that
-  // CPU switch tasks (os::CpuNudger): set before requests come.
-  void set_nudge(std::function<void(int cpu)> nudge) { nudge_ = std::move(nudge); }
+  // CPU switch tasks (os::CpuNudger); false if it did not (the CPU is the caller's own). Set
+  // before requests come.
+  void set_nudge(std::function<bool(int cpu)> nudge) { nudge_ = std::move(nudge); }
 
   // The release of handle `fh`, flushed, commits or discards its entry. `cpu`: the CPU whose
-  // ring queue the FLUSH came through, where the release will come too, or -1 (/dev/fuse).
-  void expect(std::uint64_t fh, int cpu = -1);
+  // ring queue the FLUSH came through, where the release will come too, and `flush` the FLUSH's
+  // number; or -1 (/dev/fuse).
+  void expect(std::uint64_t fh, int cpu = -1, std::uint64_t flush = 0);
   // Before the store serves the release of `fh`, if expected: returns once the expected
   // releases numbered before it are served (at most max_wait), so that they commit in the
   // order their files were closed.
@@ -97,7 +99,7 @@ class ReleaseOrder {
   // Numbers received above a hole, at most (some 3 MiB): past this, the hole is given up.
   static constexpr std::size_t kMaxAbove = 65536;
   // A request that waits for a release nudges its CPU at most kNudges times, kNudgeEvery
-  // apart, waits awake in between, and then sleeps.
+  // apart, waits awake in between if it nudged, and then sleeps.
   static constexpr std::chrono::microseconds kNudgeEvery{100};
   static constexpr int kNudges = 5;
 
@@ -125,11 +127,13 @@ class ReleaseOrder {
   int waiting_ = 0;
   struct Flushed {
     Clock::time_point at;  // the last flush
+    std::uint64_t unique;  // its request number
     int cpu;               // of the ring queue of the flush, or -1 (/dev/fuse)
   };
-  // The CPUs (see Flushed) of the releases expected, flushed before `t`.
-  std::vector<int> cpus_flushed_before(Clock::time_point t) const;
-  std::function<void(int)> nudge_;
+  // The CPUs (see Flushed) of the releases expected whose last flush is numbered below
+  // `unique`. (Those flushed later concern releases numbered after it.)
+  std::vector<int> cpus_flushed_before(std::uint64_t unique) const;
+  std::function<bool(int)> nudge_;
   std::unordered_map<std::uint64_t, Flushed> expected_;  // fh -> its last flush
   Releases in_flight_;                    // received, expected
   Releases others_;                       // received, not expected

@@ -19,6 +19,7 @@
 namespace smos::test {
 namespace {
 
+using std::chrono::microseconds;
 using std::chrono::milliseconds;
 using Clock = std::chrono::steady_clock;
 
@@ -143,50 +144,118 @@ TEST_F(ReleaseOrderTest, EveryRequestNumberedAfterTheReleaseWaitsForIt) {
 // Through the ring, a release waits in its CPU's queue until the worker there runs, which the
 // closer may not let it do for a time slice: a request that waits for a release flushed before
 // it nudges that CPU, a few times (ReleaseOrder::kNudges), awake for a moment after each, and
-// then sleeps. Flushes after it began concern releases numbered after it, and nudge nothing.
-TEST_F(ReleaseOrderTest, ARequestThatWaitsForAReleaseNudgesItsQueueAFewTimes) {
-  std::mutex mu;
-  std::vector<int> nudged;
-  order_.set_nudge([&](int cpu) {
-    std::lock_guard lock(mu);
-    nudged.push_back(cpu);
-  });
-  const auto nudges = [&] {
-    std::lock_guard lock(mu);
-    return nudged;
-  };
-  order_.expect(kFh, /*cpu=*/3);
-  order_.expect(kFh + 1);  // through /dev/fuse: no CPU to nudge
-  order_.expect(kFh + 4, 3);  // one nudge for both of CPU 3
-  Receive(Request(FUSE_LOOKUP, 8));
-  double cpu_ms = -1;
-  std::future<bool> turn = std::async(std::launch::async, [&] {
-    const bool served = order_.wait_turn(8);
-    struct rusage usage;
-    ::getrusage(RUSAGE_THREAD, &usage);
-    cpu_ms = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e3 +
-             (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e3;
-    return served;
-  });
-  // Once it waits, other files are flushed through CPUs 3 and 4, again and again.
-  for (const auto until = Clock::now() + kHeld; nudges().empty() && Clock::now() < until;) {
-    std::this_thread::yield();
+// then sleeps. Flushes numbered after it concern releases numbered after it, and nudge nothing.
+class ReleaseOrderNudgeTest : public ReleaseOrderTest {
+ protected:
+  // Nudges are recorded; a nudge of `own_cpu` is refused, as FuseChannel refuses to nudge the
+  // waiter's own CPU.
+  void SetUp() override {
+    ReleaseOrderTest::SetUp();
+    order_.set_nudge([this](int cpu) {
+      std::lock_guard lock(mu_);
+      nudged_.push_back(cpu);
+      return cpu != own_cpu_;
+    });
   }
-  for (const auto until = Clock::now() + kHeld; Clock::now() < until;) {
-    order_.expect(kFh + 2, 3);
-    order_.expect(kFh + 3, 4);
+  std::vector<int> Nudges() {
+    std::lock_guard lock(mu_);
+    return nudged_;
+  }
+  // Waits until `count` nudges were made; says whether they were, within 10 s.
+  bool NudgedTimes(std::size_t count) {
+    for (const auto until = Clock::now() + milliseconds(10000); Clock::now() < until;) {
+      if (Nudges().size() >= count) return true;
+      std::this_thread::sleep_for(milliseconds(1));
+    }
+    return false;
+  }
+  // wait_turn(unique) on a thread of its own, which notes the CPU time it used.
+  std::future<bool> WaitTurnTimed(std::uint64_t unique) {
+    return std::async(std::launch::async, [this, unique] {
+      const bool served = order_.wait_turn(unique);
+      struct rusage usage;
+      ::getrusage(RUSAGE_THREAD, &usage);
+      cpu_ms_ = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e3 +
+                (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e3;
+      return served;
+    });
+  }
+
+  std::mutex mu_;
+  std::vector<int> nudged_;
+  int own_cpu_ = -1;
+  double cpu_ms_ = -1;
+};
+
+TEST_F(ReleaseOrderNudgeTest, ARequestThatWaitsForAReleaseNudgesItsQueueAFewTimes) {
+  Receive(Request(FUSE_FLUSH, 4));
+  order_.expect(kFh, /*cpu=*/3, /*flush=*/4);
+  Receive(Request(FUSE_FLUSH, 6));
+  order_.expect(kFh + 1);  // through /dev/fuse: no CPU to nudge
+  Receive(Request(FUSE_FLUSH, 8));
+  order_.expect(kFh + 4, 3, 8);  // one nudge for both of CPU 3
+  Receive(Request(FUSE_LOOKUP, 14));  // the releases of kFh and kFh + 1 are 10 and 12
+  std::future<bool> turn = WaitTurnTimed(14);
+  ASSERT_TRUE(NudgedTimes(1));
+  // Meanwhile, other files are flushed through CPUs 3 and 4, again and again.
+  for (std::uint64_t flush = 16; flush < 16 + 2 * 60; flush += 4) {
+    order_.expect(kFh + 2, 3, flush);
+    order_.expect(kFh + 3, 4, flush + 2);
     std::this_thread::sleep_for(milliseconds(1));
   }
+  ASSERT_TRUE(NudgedTimes(os::ReleaseOrder::kNudges));
+  std::this_thread::sleep_for(kHeld);
   EXPECT_FALSE(Returned(turn, milliseconds(0)));
-  EXPECT_EQ(nudges(), std::vector<int>(os::ReleaseOrder::kNudges, 3));
-  Receive(Request(FUSE_RELEASE, 4, kFh));
-  Receive(Request(FUSE_RELEASE, 6, kFh + 1));
+  EXPECT_EQ(Nudges(), std::vector<int>(os::ReleaseOrder::kNudges, 3));
+  Receive(Request(FUSE_RELEASE, 10, kFh));
+  Receive(Request(FUSE_RELEASE, 12, kFh + 1));
   order_.released(kFh);
   order_.released(kFh + 1);
   order_.released(kFh + 4);  // still open elsewhere: never received
   ASSERT_TRUE(Returned(turn, milliseconds(2000)));
   EXPECT_TRUE(turn.get());
-  EXPECT_LT(cpu_ms, 20) << "the waiter spun for its whole wait of " << kHeld.count() << " ms";
+  EXPECT_LT(cpu_ms_, 20) << "the waiter spun for much of its wait";
+}
+
+// What counts is the numbering, not the time: a FLUSH numbered before the request but served
+// after it began waiting (by another thread) is for a release that may be numbered before it.
+TEST_F(ReleaseOrderNudgeTest, AFlushNumberedBeforeButServedLaterIsNudged) {
+  order_.expect(kFh + 1);  // flushed through /dev/fuse: something to wait for
+  Receive(Request(FUSE_LOOKUP, 10));  // 4 is kFh's FLUSH, 6 and 8 the two releases
+  std::future<bool> turn = WaitTurnTimed(10);
+  EXPECT_FALSE(Returned(turn, kHeld));
+  Receive(Request(FUSE_FLUSH, 4));
+  order_.expect(kFh, 3, 4);
+  EXPECT_TRUE(NudgedTimes(1));
+  Receive(Request(FUSE_RELEASE, 6, kFh));
+  Receive(Request(FUSE_RELEASE, 8, kFh + 1));
+  order_.released(kFh);
+  order_.released(kFh + 1);
+  ASSERT_TRUE(Returned(turn, milliseconds(2000)));
+  EXPECT_TRUE(turn.get());
+}
+
+// The waiter's own CPU is not nudged (that would only preempt the waiter), and a waiter that
+// nudged nothing does not stay awake or try again: it sleeps until the release comes.
+TEST_F(ReleaseOrderNudgeTest, ARequestThatCanNudgeNothingSleeps) {
+  own_cpu_ = 3;
+  Receive(Request(FUSE_FLUSH, 4));
+  order_.expect(kFh, 3, 4);
+  Receive(Request(FUSE_LOOKUP, 8));  // the release of kFh is 6
+  std::future<bool> turn = WaitTurnTimed(8);
+  ASSERT_TRUE(NudgedTimes(1));
+  // Wake it again and again.
+  for (std::uint64_t flush = 10; flush < 10 + 2 * 300; flush += 2) {
+    order_.expect(kFh + 1, 4, flush);
+    std::this_thread::sleep_for(microseconds(200));
+  }
+  EXPECT_FALSE(Returned(turn, milliseconds(0)));
+  EXPECT_EQ(Nudges(), std::vector<int>{3});
+  Receive(Request(FUSE_RELEASE, 6, kFh));
+  order_.released(kFh);
+  ASSERT_TRUE(Returned(turn, milliseconds(2000)));
+  EXPECT_TRUE(turn.get());
+  EXPECT_LT(cpu_ms_, 20) << "the waiter spun though it nudged nothing";
 }
 
 TEST_F(ReleaseOrderTest, RequestsNumberedBeforeTheReleaseDoNotWait) {
