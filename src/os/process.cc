@@ -55,6 +55,12 @@ pid_t thread_group_of(pid_t tid) {
 
 bool is_own_thread(pid_t tid) { return thread_group_of(tid) == ::getpid(); }
 
+bool thread_exists(pid_t tid) {
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%d", static_cast<int>(tid));
+  return ::access(path, F_OK) == 0;
+}
+
 std::int64_t now_ns() {
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);

@@ -12,6 +12,8 @@ namespace smos::os {
 pid_t thread_group_of(pid_t tid);
 // Whether a thread id (as FUSE reports it) is one of this process's threads.
 bool is_own_thread(pid_t tid);
+// Whether a thread of this id still exists.
+bool thread_exists(pid_t tid);
 
 // Wall-clock time in nanoseconds since the epoch.
 std::int64_t now_ns();

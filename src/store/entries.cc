@@ -24,7 +24,10 @@ int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t 
                      const Caller& caller, std::uint32_t* out) {
   layout::ObjectRecord& orec = obj(o);
   ObjectRt& ort = object_rt_[o];
-  if (ort.entries >= orec.capacity) return ENOSPC;
+  if (ort.entries >= orec.capacity) {
+    drop_stale_redirects(o);
+    if (ort.entries >= orec.capacity) return ENOSPC;
+  }
   if (bytes_used_ >= options_.memory_budget) return ENOSPC;  // nothing could be written to it
   layout::StoreHeader& h = meta_->header();
   std::uint32_t e;
@@ -210,6 +213,8 @@ void Store::free_entry(std::uint32_t e) {
   }
   bytes_used_ -= r.size;
   if (r.object != layout::kNoObject) {
+    if (freed_.size() >= 4096) freed_.clear();
+    freed_.insert_or_assign(r.ino, std::pair{obj(r.object).ino, std::string(name_of(r.name))});
     ObjectRt& ort = object_rt_[r.object];
     ort.entries--;
     ort.bytes -= r.size;
@@ -265,15 +270,25 @@ int Store::create(Ino parent, std::string_view name, mode_t mode, int flags,
   if (int err = check_name(name); err != 0) return err;
   {
     Guard guard(*this);
+    came_back(caller);  // a walk sent back that creates, rather than opens
+    replacing_.erase(caller.pid);
     if (parent == kRootIno || is_control_name(name)) return EPERM;
     std::uint32_t o;
     if (int err = object_at(parent, &o); err != 0) return err;
     std::uint32_t existing;
     const bool exists = visible_entry(o, name, caller, &existing) == 0;
     if ((flags & O_EXCL) && (exists || object_rt_[o].pending.contains(name))) return EEXIST;
-    if (!exists) {
+    // A name committed between the kernel's lookup and this create, which O_TRUNC replaces: the
+    // reply gives the new version an inode of its own at once. (An open of the old version's
+    // inode would need an ESTALE for the kernel to retry, and it may have retried already.)
+    const bool replaces = exists && ent(existing).state == EntryState::kCommitted &&
+                          (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY;
+    if (!exists || replaces) {
+      const layout::EntryRecord* old = replaces ? &ent(existing) : nullptr;
       std::uint32_t e;
-      if (int err = new_entry(o, name, mode, caller.uid, caller.gid, caller, &e); err != 0) {
+      if (int err = new_entry(o, name, old ? old->mode : mode, old ? old->uid : caller.uid,
+                              old ? old->gid : caller.gid, caller, &e);
+          err != 0) {
         return err;
       }
       entry_rt_[e].lookups++;
@@ -283,7 +298,8 @@ int Store::create(Ino parent, std::string_view name, mode_t mode, int flags,
     }
     *attr = entry_attr(existing);
   }
-  // The name appeared between the kernel's lookup and this create: an ordinary open.
+  // The name appeared between the kernel's lookup and this create, and is not replaced: an
+  // ordinary open.
   return open(attr->ino, flags & ~(O_CREAT | O_EXCL), caller, out);
 }
 
@@ -301,8 +317,16 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
   if (auto t = tickets_.find(ino); t != tickets_.end()) {
     return open_ticket(ino, t->second, flags, caller, out, waiter);
   }
+  // Whether this is the kernel's retry of an open that a stale name sent back (see
+  // came_back()).
+  const bool retry = came_back(caller);
+  replacing_.erase(caller.pid);  // this open is the retry that a replace expected, or later
   const Ref* ref = find(ino);
-  if (ref == nullptr) return kStaleInode;
+  if (ref == nullptr) {
+    const auto freed = freed_.find(ino);
+    return freed == freed_.end() ? gone(flags, caller, retry, 0, {})
+                                 : gone(flags, caller, retry, freed->second.first, freed->second.second);
+  }
   if (ref->is_object) return EISDIR;
   const std::uint32_t e = ref->index;
   layout::EntryRecord& r = ent(e);
@@ -322,18 +346,16 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
     *out = OpenFile{new_fh(e, writable), writable, false};
     return 0;
   }
-  // Whether this is the kernel's retry of an open that a stale name sent back: only the next
-  // open of that thread in the object may be (see came_back()).
-  const bool retry = r.object != layout::kNoObject && came_back(r.object, caller);
   // A zombie is reached through a name the kernel still caches, or cached when this open began
   // (a lookup that raced with the replace can cache the name again after it was dropped). An
-  // unlinked or popped one is gone. A replaced one is not what the name means any more: ESTALE
-  // sends the kernel back for the current version, unless this is that walk coming back, whose
-  // lookup found this version current during this very open(2). A replace of it is a replace
-  // of the name.
+  // unlinked or popped one is gone (see gone()). A replaced one is not what the name means any
+  // more: ESTALE sends the kernel back for the current version, unless this is that walk coming
+  // back, whose lookup found this version current during this very open(2). A replace of it is
+  // a replace of the name.
   if (r.state == EntryState::kZombie) {
-    if (!rt.replaced || r.object == layout::kNoObject) return ESTALE;
-    if (!(writable && (flags & O_TRUNC)) && !retry) return send_back(r.object, caller);
+    if (r.object == layout::kNoObject) return gone(flags, caller, retry, 0, {});
+    if (!rt.replaced) return gone(flags, caller, retry, obj(r.object).ino, name_of(r.name));
+    if (!(writable && (flags & O_TRUNC)) && !retry) return send_back(caller);
   }
   if (r.state != EntryState::kCommitted && r.state != EntryState::kZombie) {
     spdlog::critical("store '{}': inode {} maps to free entry record {}", options_.name, ino, e);
@@ -361,22 +383,29 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
 // thread the new version, which the second open finds in write state and opens. Until then it
 // is a redirect, bound to the opening thread.
 int Store::begin_replace(std::uint32_t old, const Caller& caller) {
+  if (int err = make_redirect(old, caller); err != 0) return err;
+  note_replacing(caller, obj(ent(old).object).ino);
+  return ESTALE;
+}
+
+int Store::make_redirect(std::uint32_t old, const Caller& caller) {
   const layout::EntryRecord& r = ent(old);
   const std::uint32_t o = r.object;
-  if (own_redirect(o, name_of(r.name), caller)) return ESTALE;  // a walk that did not come back
+  if (own_redirect(o, name_of(r.name), caller)) return 0;  // a walk that did not come back
   drop_stale_redirects(o);
   std::uint32_t fresh;
   if (int err = new_entry(o, name_of(r.name), r.mode, r.uid, r.gid, caller, &fresh); err != 0) {
     return err;
   }
   entry_rt_[fresh].redirect_tid = caller.pid;
-  return ESTALE;
+  return 0;
 }
 
 namespace {
 // The two opens of a replace are one system call apart. A redirect older than this was left by
 // a thread that never came back (killed, or it reopened /proc/self/fd/N, which leads to the old
-// inode again): it no longer shadows the name, and the next replace in the object drops it.
+// inode again): it no longer shadows the name, and is dropped when its room is wanted (a new
+// entry in a full object, rmdir) or at the next replace in the object.
 constexpr std::int64_t kRedirectLifetimeNs = 5'000'000'000;
 
 bool expired(const layout::EntryRecord& r, std::int64_t now) {
@@ -401,12 +430,23 @@ void Store::drop_stale_redirects(std::uint32_t o) {
   const std::int64_t now = os::now_ns();
   std::vector<std::uint32_t> stale;
   for (const auto& [name, e] : object_rt_[o].pending) {
-    if (entry_rt_[e].redirect_tid != 0 && expired(ent(e), now)) stale.push_back(e);
+    const pid_t tid = entry_rt_[e].redirect_tid;
+    if (tid != 0 && (expired(ent(e), now) || !os::thread_exists(tid))) stale.push_back(e);
   }
-  for (std::uint32_t e : stale) {
+  drop_redirects(stale);
+}
+
+void Store::drop_redirects(const std::vector<std::uint32_t>& redirects) {
+  for (std::uint32_t e : redirects) {
     drop_pending(e);
     retire(e);
   }
+}
+
+bool Store::holds_entries(std::uint32_t o) {
+  drop_stale_redirects(o);
+  const ObjectRt& ort = object_rt_[o];
+  return !ort.committed.empty() || !ort.pending.empty();
 }
 
 int Store::unlink(Ino parent, std::string_view name, const Caller& caller) {
@@ -420,8 +460,7 @@ int Store::unlink(Ino parent, std::string_view name, const Caller& caller) {
   if (is_control_name(name)) {
     // Reserved while the object holds entries. On an empty object, accepted and ignored, so
     // that `rm -r OBJECT` (which unlinks everything it lists) can finish with rmdir.
-    const ObjectRt& ort = object_rt_[o];
-    return ort.committed.empty() && ort.pending.empty() ? 0 : EPERM;
+    return holds_entries(o) ? EPERM : 0;
   }
   if (int err = visible_entry(o, name, caller, &e); err != 0) return err;
   if (ent(e).state == EntryState::kWrite) {

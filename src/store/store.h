@@ -231,7 +231,6 @@ class Store {
     std::vector<Track> tracks;  // parsed from the record
     std::map<std::pair<Control, pid_t>, Ino> idle_tickets;  // unopened tickets by thread
     Ino latest_alias = 0;  // the .latest the kernel may cache: a ticket bound at lookup
-    std::map<pid_t, std::int64_t> sent_back;  // threads that a stale name sent back, and when
     std::deque<std::uint64_t> pop_waiters;  // waiter ids, oldest first; may hold cancelled ids
   };
   // A control file opened through a path: an inode of its own, bound to one entry at open.
@@ -302,10 +301,28 @@ class Store {
   // or else the newest one it opened.
   std::optional<std::uint32_t> own_pending(std::uint32_t o, std::string_view name,
                                            const Caller& caller) const;
+  // A truncating open of `old`: makes the redirect, and answers ESTALE (see begin_replace()).
   int begin_replace(std::uint32_t old, const Caller& caller);
+  // The new version of `old`'s name, bound to `caller`'s thread until its open claims it.
+  int make_redirect(std::uint32_t old, const Caller& caller);
+  // A truncating open of `caller`'s thread, in the object whose inode is `object`, is sent
+  // back: the kernel's retry looks the name it walked up again, in the same open(2). That is
+  // `name` if given; else the name its next lookup in the object asks for (a replace's
+  // redirect has the name of the version opened, which a rename may have changed).
+  void note_replacing(const Caller& caller, Ino object, std::string_view name = {});
+  // At `caller`'s lookup of `name` in `o`: drops the redirects it made for other names (the
+  // name it walked was renamed meanwhile, or it came through /proc/self/fd/N). If this is the
+  // retry of a truncating open of `name`, makes the replace of the version `name` means now,
+  // which the retry's open then opens.
+  void follow_replace(std::uint32_t o, const Caller& caller, std::string_view name);
   std::optional<std::uint32_t> own_redirect(std::uint32_t o, std::string_view name,
                                             const Caller& caller) const;
+  // Drops the redirects of `o` that nobody will open: their thread is gone, or they are older
+  // than a replace's two opens could be apart.
   void drop_stale_redirects(std::uint32_t o);
+  void drop_redirects(const std::vector<std::uint32_t>& redirects);
+  // Whether `o` holds entries (in any state), once stale redirects are dropped.
+  bool holds_entries(std::uint32_t o);
   bool closed(std::uint32_t e) { return ent(e).flags & layout::kEntryClosed; }
   void mark_closed(std::uint32_t e);
 
@@ -345,9 +362,15 @@ class Store {
   Ino latest_alias(std::uint32_t o, std::uint32_t e);
   void latest_moved(std::uint32_t o);
   // ESTALE from an open sends the kernel's path walk back for the current version of a name;
-  // the kernel retries once. came_back() says whether this open is that retry (and forgets it).
-  int send_back(std::uint32_t o, const Caller& caller);
-  bool came_back(std::uint32_t o, const Caller& caller);
+  // the kernel retries once. came_back() says whether this open is that retry (and forgets it):
+  // the thread's next open, within a second.
+  int send_back(const Caller& caller);
+  bool came_back(const Caller& caller);
+  // An open that reached a version no longer named (unlinked, popped, freed): ESTALE, and the
+  // kernel looks the name up again. On that retry: ENOENT, as the open lost its race with the
+  // name's removal (a local filesystem would say the same; ESTALE would reach the caller).
+  // `object` and `name`: the object's inode and the version's name, if known (else 0).
+  int gone(int flags, const Caller& caller, bool retry, Ino object, std::string_view name);
   // Whether the entry a .latest alias stands for is still the object's newest.
   bool alias_is_newest(const Ticket& t) const;
   OpenFile open_popped(Ino ino, Ticket& t, std::uint32_t e);
@@ -380,6 +403,16 @@ class Store {
   BackingFiles* backing_ = nullptr;
   std::uint64_t bytes_used_ = 0;
   std::uint64_t closes_ = 0;  // writers' closes and commits so far (EntryRt::closed_at)
+  // Threads by id, and when, that a stale name sent back (send_back()).
+  std::map<pid_t, std::int64_t> sent_back_;
+  struct Replacing {
+    std::int64_t at;
+    Ino object;
+    std::string name;  // empty: the next one looked up in the object
+  };
+  std::map<pid_t, Replacing> replacing_;  // threads whose truncating open was sent back
+  // Entries freed lately, by inode: their object's inode and their name (for gone()).
+  std::unordered_map<Ino, std::pair<Ino, std::string>> freed_;
 };
 
 }  // namespace smos

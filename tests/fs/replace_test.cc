@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "fs/child.h"
 #include "fs/mount_fixture.h"
 
 namespace smos::test {
@@ -179,6 +180,29 @@ TEST_F(ReplaceTest, ReplacingNeedsOnlyTheVersionsThatExist) {
   EXPECT_EQ(ListDir(obj_).names, std::vector<std::string>{"e"});
   EXPECT_TRUE(Eventually([&] { return GetXattr(obj_, xattr::kBytes) == "4096"; }))
       << GetXattr(obj_, xattr::kBytes);
+}
+
+// A truncating reopen of a read-only descriptor through /proc/self/fd leads to the committed
+// version itself, which a replace answers with ESTALE, and the kernel does not walk such a path
+// again: the new version it made waits for a retry that never comes. Once its thread is gone,
+// it holds no room: the object takes another entry, and rmdir succeeds once the rest is gone.
+TEST_F(ReplaceTest, AReplaceThroughProcSelfFdLeavesNothingBehindOnceItsThreadIsGone) {
+  const std::string capped = MakeObject("capped", {{xattr::kCapacity, "2"}});
+  const std::string entry = capped + "/e";
+  const std::string other = capped + "/other";
+  ASSERT_EQ(WriteFile(entry, "v1"), kOk);
+  Child reopener([&](Channel&) {
+    Fd fd = Open(entry, O_RDONLY);
+    if (!fd.ok()) return ChildFail("open");
+    const Err err = OpenErr("/proc/self/fd/" + std::to_string(fd.get()), O_WRONLY | O_TRUNC);
+    return err == Err(ESTALE) ? 0 : ChildFail("the reopen did not fail with ESTALE");
+  });
+  ASSERT_EQ(reopener.Join(), 0);
+  EXPECT_EQ(WriteFile(other, "x"), kOk);
+  EXPECT_EQ(ReadFile(entry), "v1");
+  ASSERT_EQ(ErrOf(::unlink(entry.c_str())), kOk);
+  ASSERT_EQ(ErrOf(::unlink(other.c_str())), kOk);
+  EXPECT_EQ(ErrOf(::rmdir(capped.c_str())), kOk);
 }
 
 // The tests below run twice: with FUSE passthrough for readers where the kernel offers it (the
