@@ -196,8 +196,8 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
     // back for the newer alias. If that one too is overtaken before its open, the open is served
     // anyway: the walk found it newest during this very open(2), and the kernel would not retry
     // again.
-    const bool retry = came_back(caller);
-    if (!alias_is_newest(t) && !retry) return send_back(caller);
+    const bool retry = came_back(o, caller);
+    if (!alias_is_newest(t) && !retry) return send_back(o, caller);
     const std::uint32_t e = *t.entry;
     // Bound for good and never written: all its opens agree on passthrough, and what the page
     // cache holds is this entry's.

@@ -25,7 +25,7 @@ int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t 
   layout::ObjectRecord& orec = obj(o);
   ObjectRt& ort = object_rt_[o];
   if (ort.entries >= orec.capacity) {
-    drop_stale_redirects(o);
+    drop_stale_redirects(o, /*check_threads=*/true);
     if (ort.entries >= orec.capacity) return ENOSPC;
   }
   if (bytes_used_ >= options_.memory_budget) return ENOSPC;  // nothing could be written to it
@@ -199,6 +199,12 @@ void Store::release_entry_if_unused(std::uint32_t e) {
 void Store::free_entry(std::uint32_t e) {
   layout::EntryRecord& r = ent(e);
   EntryRt& rt = entry_rt_[e];
+  if (rt.lookups > 0 && r.object != layout::kNoObject) {
+    Freed& freed = freed_[next_freed_++ % freed_.size()];
+    freed.ino = r.ino;
+    freed.object = obj(r.object).ino;
+    freed.name.assign(name_of(r.name));
+  }
   if (rt.backing_id != 0) {
     backing_->close(rt.backing_id);
     rt.backing_id = 0;
@@ -213,8 +219,6 @@ void Store::free_entry(std::uint32_t e) {
   }
   bytes_used_ -= r.size;
   if (r.object != layout::kNoObject) {
-    if (freed_.size() >= 4096) freed_.clear();
-    freed_.insert_or_assign(r.ino, std::pair{obj(r.object).ino, std::string(name_of(r.name))});
     ObjectRt& ort = object_rt_[r.object];
     ort.entries--;
     ort.bytes -= r.size;
@@ -270,8 +274,6 @@ int Store::create(Ino parent, std::string_view name, mode_t mode, int flags,
   if (int err = check_name(name); err != 0) return err;
   {
     Guard guard(*this);
-    came_back(caller);  // a walk sent back that creates, rather than opens
-    replacing_.erase(caller.pid);
     if (parent == kRootIno || is_control_name(name)) return EPERM;
     std::uint32_t o;
     if (int err = object_at(parent, &o); err != 0) return err;
@@ -279,10 +281,13 @@ int Store::create(Ino parent, std::string_view name, mode_t mode, int flags,
     const bool exists = visible_entry(o, name, caller, &existing) == 0;
     if ((flags & O_EXCL) && (exists || object_rt_[o].pending.contains(name))) return EEXIST;
     // A name committed between the kernel's lookup and this create, which O_TRUNC replaces: the
-    // reply gives the new version an inode of its own at once. (An open of the old version's
-    // inode would need an ESTALE for the kernel to retry, and it may have retried already.)
+    // reply gives the new version an inode of its own at once. (Opening the old version's inode
+    // would need an ESTALE for the kernel to retry, and this create may be that retry.) The
+    // kernel checked only the object's permission for a create, so the entry's is checked here;
+    // where it cannot be told here (supplementary groups), the open below decides as before.
     const bool replaces = exists && ent(existing).state == EntryState::kCommitted &&
-                          (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY;
+                          (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY &&
+                          may_write(ent(existing), caller);
     if (!exists || replaces) {
       const layout::EntryRecord* old = replaces ? &ent(existing) : nullptr;
       std::uint32_t e;
@@ -298,8 +303,8 @@ int Store::create(Ino parent, std::string_view name, mode_t mode, int flags,
     }
     *attr = entry_attr(existing);
   }
-  // The name appeared between the kernel's lookup and this create, and is not replaced: an
-  // ordinary open.
+  // The name appeared between the kernel's lookup and this create, and is not replaced here:
+  // an ordinary open.
   return open(attr->ino, flags & ~(O_CREAT | O_EXCL), caller, out);
 }
 
@@ -317,21 +322,22 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
   if (auto t = tickets_.find(ino); t != tickets_.end()) {
     return open_ticket(ino, t->second, flags, caller, out, waiter);
   }
-  // Whether this is the kernel's retry of an open that a stale name sent back (see
-  // came_back()).
-  const bool retry = came_back(caller);
-  replacing_.erase(caller.pid);  // this open is the retry that a replace expected, or later
+  const bool writable = (flags & O_ACCMODE) != O_RDONLY;
   const Ref* ref = find(ino);
   if (ref == nullptr) {
-    const auto freed = freed_.find(ino);
-    return freed == freed_.end() ? gone(flags, caller, retry, 0, {})
-                                 : gone(flags, caller, retry, freed->second.first, freed->second.second);
+    // Freed since the kernel's lookup: see replace_made_anew().
+    const auto freed = std::find_if(freed_.begin(), freed_.end(),
+                                    [ino](const Freed& f) { return f.ino == ino; });
+    const Ref* object = freed != freed_.end() ? find(freed->object) : nullptr;
+    if (writable && (flags & O_TRUNC) && object != nullptr && object->is_object) {
+      return replace_made_anew(object->index, freed->name, caller);
+    }
+    return kStaleInode;
   }
   if (ref->is_object) return EISDIR;
   const std::uint32_t e = ref->index;
   layout::EntryRecord& r = ent(e);
   EntryRt& rt = entry_rt_[e];
-  const bool writable = (flags & O_ACCMODE) != O_RDONLY;
   if (r.state == EntryState::kWrite) {
     if (!is_writer(e, caller)) return ENOENT;
     if (writable && (flags & O_TRUNC)) {
@@ -346,16 +352,22 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
     *out = OpenFile{new_fh(e, writable), writable, false};
     return 0;
   }
+  // Whether this is the kernel's retry of an open that a stale name sent back: only the next
+  // open of that thread in the object may be (see came_back()).
+  const bool retry = r.object != layout::kNoObject && came_back(r.object, caller);
   // A zombie is reached through a name the kernel still caches, or cached when this open began
   // (a lookup that raced with the replace can cache the name again after it was dropped). An
-  // unlinked or popped one is gone (see gone()). A replaced one is not what the name means any
-  // more: ESTALE sends the kernel back for the current version, unless this is that walk coming
-  // back, whose lookup found this version current during this very open(2). A replace of it is
-  // a replace of the name.
+  // unlinked or popped one is gone. A replaced one is not what the name means any more: ESTALE
+  // sends the kernel back for the current version, unless this is that walk coming back, whose
+  // lookup found this version current during this very open(2). A replace of it is a replace
+  // of the name.
   if (r.state == EntryState::kZombie) {
-    if (r.object == layout::kNoObject) return gone(flags, caller, retry, 0, {});
-    if (!rt.replaced) return gone(flags, caller, retry, obj(r.object).ino, name_of(r.name));
-    if (!(writable && (flags & O_TRUNC)) && !retry) return send_back(caller);
+    if (r.object == layout::kNoObject) return ESTALE;
+    if (!rt.replaced) {
+      if (writable && (flags & O_TRUNC)) return replace_made_anew(r.object, name_of(r.name), caller);
+      return ESTALE;  // unlinked or popped
+    }
+    if (!(writable && (flags & O_TRUNC)) && !retry) return send_back(r.object, caller);
   }
   if (r.state != EntryState::kCommitted && r.state != EntryState::kZombie) {
     spdlog::critical("store '{}': inode {} maps to free entry record {}", options_.name, ino, e);
@@ -383,22 +395,22 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
 // thread the new version, which the second open finds in write state and opens. Until then it
 // is a redirect, bound to the opening thread.
 int Store::begin_replace(std::uint32_t old, const Caller& caller) {
-  if (int err = make_redirect(old, caller); err != 0) return err;
-  note_replacing(caller, obj(ent(old).object).ino);
-  return ESTALE;
-}
-
-int Store::make_redirect(std::uint32_t old, const Caller& caller) {
   const layout::EntryRecord& r = ent(old);
   const std::uint32_t o = r.object;
-  if (own_redirect(o, name_of(r.name), caller)) return 0;  // a walk that did not come back
+  if (own_redirect(o, name_of(r.name), caller)) return ESTALE;  // a walk that did not come back
   drop_stale_redirects(o);
   std::uint32_t fresh;
   if (int err = new_entry(o, name_of(r.name), r.mode, r.uid, r.gid, caller, &fresh); err != 0) {
     return err;
   }
   entry_rt_[fresh].redirect_tid = caller.pid;
-  return 0;
+  return ESTALE;
+}
+
+int Store::replace_made_anew(std::uint32_t o, std::string_view name, const Caller& caller) {
+  const auto& committed = object_rt_[o].committed;
+  const auto now = committed.find(name);
+  return now == committed.end() ? ESTALE : begin_replace(now->second, caller);
 }
 
 namespace {
@@ -426,14 +438,25 @@ std::optional<std::uint32_t> Store::own_redirect(std::uint32_t o, std::string_vi
   return std::nullopt;
 }
 
-void Store::drop_stale_redirects(std::uint32_t o) {
+void Store::drop_stale_redirects(std::uint32_t o, bool check_threads) {
   const std::int64_t now = os::now_ns();
   std::vector<std::uint32_t> stale;
   for (const auto& [name, e] : object_rt_[o].pending) {
     const pid_t tid = entry_rt_[e].redirect_tid;
-    if (tid != 0 && (expired(ent(e), now) || !os::thread_exists(tid))) stale.push_back(e);
+    if (tid != 0 && (expired(ent(e), now) || (check_threads && !os::thread_exists(tid)))) {
+      stale.push_back(e);
+    }
   }
   drop_redirects(stale);
+}
+
+void Store::drop_redirects_left_by(std::uint32_t o, const Caller& caller, std::string_view name) {
+  if (caller.pid == 0) return;  // outside smosd's pid namespace: never a redirect's thread
+  std::vector<std::uint32_t> left;
+  for (const auto& [pending_name, e] : object_rt_[o].pending) {
+    if (entry_rt_[e].redirect_tid == caller.pid && pending_name != name) left.push_back(e);
+  }
+  drop_redirects(left);
 }
 
 void Store::drop_redirects(const std::vector<std::uint32_t>& redirects) {
@@ -444,7 +467,7 @@ void Store::drop_redirects(const std::vector<std::uint32_t>& redirects) {
 }
 
 bool Store::holds_entries(std::uint32_t o) {
-  drop_stale_redirects(o);
+  drop_stale_redirects(o, /*check_threads=*/true);
   const ObjectRt& ort = object_rt_[o];
   return !ort.committed.empty() || !ort.pending.empty();
 }

@@ -189,6 +189,13 @@ int Store::find_object(std::string_view name, std::uint32_t* o) const {
   return 0;
 }
 
+bool Store::may_write(const layout::EntryRecord& r, const Caller& caller) {
+  if (caller.uid == 0) return true;
+  if (caller.uid == r.uid) return (r.mode & S_IWUSR) != 0;
+  if (caller.gid == r.gid) return (r.mode & S_IWGRP) != 0;
+  return (r.mode & S_IWOTH) != 0;
+}
+
 bool Store::is_writer(std::uint32_t e, const Caller& caller) const {
   const pid_t tgid = entry_rt_[e].writer_tgid;
   return caller.pid == tgid || os::thread_group_of(caller.pid) == tgid;
@@ -233,12 +240,12 @@ int Store::lookup(Ino parent, std::string_view name, const Caller& caller, Attr*
   }
   if (int err = object_at(parent, &o); err != 0) return err;
   if (int kind = control_kind(name); kind >= 0) return lookup_control(o, kind, caller, out);
-  if (!replacing_.empty()) follow_replace(o, caller, name);
+  // A thread that a replace sent back looks up the same name again, in the same open(2).
+  // Looking up another one, it is not coming back for its redirect (the name it walked was
+  // renamed meanwhile), which would only hold the object's room.
+  if (!object_rt_[o].pending.empty()) drop_redirects_left_by(o, caller, name);
   std::uint32_t e;
-  if (int err = visible_entry(o, name, caller, &e); err != 0) {
-    if (!sent_back_.empty()) came_back(caller);  // a walk that ends here opens nothing
-    return err;
-  }
+  if (int err = visible_entry(o, name, caller, &e); err != 0) return err;
   entry_rt_[e].lookups++;
   *out = entry_attr(e);
   return 0;
@@ -302,63 +309,21 @@ void Store::name_changed(std::uint32_t o, std::uint32_t old) {
   });
 }
 
-int Store::send_back(const Caller& caller) {
-  if (sent_back_.size() >= 1024) sent_back_.clear();  // threads that never came back
-  sent_back_[caller.pid] = os::now_ns();
+int Store::send_back(std::uint32_t o, const Caller& caller) {
+  auto& sent = object_rt_[o].sent_back;
+  if (sent.size() >= 1024) sent.clear();  // threads that never came back
+  sent[caller.pid] = os::now_ns();
   return ESTALE;
 }
 
-bool Store::came_back(const Caller& caller) {
+bool Store::came_back(std::uint32_t o, const Caller& caller) {
   constexpr std::int64_t kRetryWindowNs = 1'000'000'000;  // the retry is one walk away
-  auto it = sent_back_.find(caller.pid);
-  if (it == sent_back_.end()) return false;
+  auto& sent = object_rt_[o].sent_back;
+  auto it = sent.find(caller.pid);
+  if (it == sent.end()) return false;
   const bool recent = os::now_ns() - it->second < kRetryWindowNs;
-  sent_back_.erase(it);
+  sent.erase(it);
   return recent;
-}
-
-int Store::gone(int flags, const Caller& caller, bool retry, Ino object, std::string_view name) {
-  if (retry) return ENOENT;
-  // The retry may find the name committed anew, and a truncating open of that would need an
-  // ESTALE of its own, which the kernel does not retry: its lookup makes that replace
-  // (follow_replace()).
-  if ((flags & O_ACCMODE) != O_RDONLY && (flags & O_TRUNC) && object != 0) {
-    note_replacing(caller, object, name);
-  }
-  return send_back(caller);
-}
-
-void Store::note_replacing(const Caller& caller, Ino object, std::string_view name) {
-  if (caller.pid == 0) return;  // outside smosd's pid namespace: no thread to follow
-  if (replacing_.size() >= 1024) replacing_.clear();  // threads that never came back
-  replacing_[caller.pid] = Replacing{os::now_ns(), object, std::string(name)};
-}
-
-void Store::follow_replace(std::uint32_t o, const Caller& caller, std::string_view name) {
-  // The retry comes one walk after its open, and looks up that name again: a failed
-  // revalidation of a cached name is followed by a fresh lookup, so it may do so twice.
-  constexpr std::int64_t kReplaceWindowNs = 50'000'000;
-  const auto it = replacing_.find(caller.pid);
-  if (it == replacing_.end()) return;
-  ObjectRt& ort = object_rt_[o];
-  std::vector<std::uint32_t> left;
-  for (const auto& [pending_name, e] : ort.pending) {
-    if (entry_rt_[e].redirect_tid == caller.pid && pending_name != name) left.push_back(e);
-  }
-  drop_redirects(left);
-  Replacing& intent = it->second;
-  if (intent.name.empty()) intent.name = name;
-  if (intent.object != obj(o).ino || intent.name != name ||
-      os::now_ns() - intent.at >= kReplaceWindowNs || own_redirect(o, name, caller)) {
-    replacing_.erase(it);
-    return;
-  }
-  // What the open replaces is what the name means now. (If that fails, say for want of room,
-  // the open of the current version fails alike.) Nothing yet: the walk may look again.
-  if (auto now = ort.committed.find(name); now != ort.committed.end()) {
-    replacing_.erase(it);
-    make_redirect(now->second, caller);
-  }
 }
 
 int Store::getattr(Ino ino, Attr* out) {

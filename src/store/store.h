@@ -9,6 +9,7 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -231,6 +232,7 @@ class Store {
     std::vector<Track> tracks;  // parsed from the record
     std::map<std::pair<Control, pid_t>, Ino> idle_tickets;  // unopened tickets by thread
     Ino latest_alias = 0;  // the .latest the kernel may cache: a ticket bound at lookup
+    std::map<pid_t, std::int64_t> sent_back;  // threads that a stale name sent back, and when
     std::deque<std::uint64_t> pop_waiters;  // waiter ids, oldest first; may hold cancelled ids
   };
   // A control file opened through a path: an inode of its own, bound to one entry at open.
@@ -294,6 +296,9 @@ class Store {
   int object_at(Ino ino, std::uint32_t* o) const;
   int find_object(std::string_view name, std::uint32_t* o) const;
   bool is_writer(std::uint32_t e, const Caller& caller) const;
+  // Whether the entry's owner, group and mode bits let `caller` write it, as far as the store
+  // can tell: root, or the bits of its class (without supplementary groups).
+  static bool may_write(const layout::EntryRecord& r, const Caller& caller);
   // The version of `name` that `caller` sees: the one it is writing, or the committed one.
   int visible_entry(std::uint32_t o, std::string_view name, const Caller& caller,
                     std::uint32_t* e);
@@ -301,25 +306,20 @@ class Store {
   // or else the newest one it opened.
   std::optional<std::uint32_t> own_pending(std::uint32_t o, std::string_view name,
                                            const Caller& caller) const;
-  // A truncating open of `old`: makes the redirect, and answers ESTALE (see begin_replace()).
   int begin_replace(std::uint32_t old, const Caller& caller);
-  // The new version of `old`'s name, bound to `caller`'s thread until its open claims it.
-  int make_redirect(std::uint32_t old, const Caller& caller);
-  // A truncating open of `caller`'s thread, in the object whose inode is `object`, is sent
-  // back: the kernel's retry looks the name it walked up again, in the same open(2). That is
-  // `name` if given; else the name its next lookup in the object asks for (a replace's
-  // redirect has the name of the version opened, which a rename may have changed).
-  void note_replacing(const Caller& caller, Ino object, std::string_view name = {});
-  // At `caller`'s lookup of `name` in `o`: drops the redirects it made for other names (the
-  // name it walked was renamed meanwhile, or it came through /proc/self/fd/N). If this is the
-  // retry of a truncating open of `name`, makes the replace of the version `name` means now,
-  // which the retry's open then opens.
-  void follow_replace(std::uint32_t o, const Caller& caller, std::string_view name);
+  // A truncating open reached a version of `name` in `o` that was unlinked or popped (or freed)
+  // since the kernel's lookup: ESTALE, and the kernel's retry looks the name up again. If it
+  // was committed anew meanwhile, the retry would find that version, whose replace needs an
+  // ESTALE of its own, which the kernel does not retry: so that replace is made now.
+  int replace_made_anew(std::uint32_t o, std::string_view name, const Caller& caller);
   std::optional<std::uint32_t> own_redirect(std::uint32_t o, std::string_view name,
                                             const Caller& caller) const;
-  // Drops the redirects of `o` that nobody will open: their thread is gone, or they are older
-  // than a replace's two opens could be apart.
-  void drop_stale_redirects(std::uint32_t o);
+  // Drops the redirects of `o` that nobody will open: older than a replace's two opens could
+  // be apart, or, with `check_threads` (where room is wanted), whose thread is gone.
+  void drop_stale_redirects(std::uint32_t o, bool check_threads = false);
+  // Drops the redirects of `caller`'s thread in `o` made for another name than `name`, which it
+  // now looks up: the kernel's retry would have looked up the redirect's own name.
+  void drop_redirects_left_by(std::uint32_t o, const Caller& caller, std::string_view name);
   void drop_redirects(const std::vector<std::uint32_t>& redirects);
   // Whether `o` holds entries (in any state), once stale redirects are dropped.
   bool holds_entries(std::uint32_t o);
@@ -362,15 +362,9 @@ class Store {
   Ino latest_alias(std::uint32_t o, std::uint32_t e);
   void latest_moved(std::uint32_t o);
   // ESTALE from an open sends the kernel's path walk back for the current version of a name;
-  // the kernel retries once. came_back() says whether this open is that retry (and forgets it):
-  // the thread's next open, within a second.
-  int send_back(const Caller& caller);
-  bool came_back(const Caller& caller);
-  // An open that reached a version no longer named (unlinked, popped, freed): ESTALE, and the
-  // kernel looks the name up again. On that retry: ENOENT, as the open lost its race with the
-  // name's removal (a local filesystem would say the same; ESTALE would reach the caller).
-  // `object` and `name`: the object's inode and the version's name, if known (else 0).
-  int gone(int flags, const Caller& caller, bool retry, Ino object, std::string_view name);
+  // the kernel retries once. came_back() says whether this open is that retry (and forgets it).
+  int send_back(std::uint32_t o, const Caller& caller);
+  bool came_back(std::uint32_t o, const Caller& caller);
   // Whether the entry a .latest alias stands for is still the object's newest.
   bool alias_is_newest(const Ticket& t) const;
   OpenFile open_popped(Ino ino, Ticket& t, std::uint32_t e);
@@ -403,16 +397,15 @@ class Store {
   BackingFiles* backing_ = nullptr;
   std::uint64_t bytes_used_ = 0;
   std::uint64_t closes_ = 0;  // writers' closes and commits so far (EntryRt::closed_at)
-  // Threads by id, and when, that a stale name sent back (send_back()).
-  std::map<pid_t, std::int64_t> sent_back_;
-  struct Replacing {
-    std::int64_t at;
-    Ino object;
-    std::string name;  // empty: the next one looked up in the object
+  // The last named entries freed that the kernel had looked up, by inode: where a truncating
+  // open that reaches one finds its name (see open()). A ring; strings keep their capacity.
+  struct Freed {
+    Ino ino = 0;
+    Ino object = 0;  // its object's inode
+    std::string name;
   };
-  std::map<pid_t, Replacing> replacing_;  // threads whose truncating open was sent back
-  // Entries freed lately, by inode: their object's inode and their name (for gone()).
-  std::unordered_map<Ino, std::pair<Ino, std::string>> freed_;
+  std::array<Freed, 64> freed_{};
+  std::size_t next_freed_ = 0;
 };
 
 }  // namespace smos
