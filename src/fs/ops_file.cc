@@ -173,12 +173,10 @@ void op_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_f
   }
   fuse_bufvec out = slot_buf(span);
   ssize_t written = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
-  if (written < static_cast<ssize_t>(span.length)) {
-    guarded("write", [&] {
-      store_of(req).write_failed(fi->fh);
-      return 0;
-    });
-  }
+  guarded("write", [&] {
+    store_of(req).write_done(fi->fh, written == static_cast<ssize_t>(span.length));
+    return 0;
+  });
   if (written < 0) {
     fuse_reply_err(req, static_cast<int>(-written));
   } else {

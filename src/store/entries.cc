@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -524,23 +525,40 @@ int Store::prepare_write(std::uint64_t fh, std::uint64_t offset, std::size_t siz
     if (int err = resize(e, offset + length, offset); err != 0) return err;
   }
   ent(e).flags &= ~layout::kEntryClosed;
-  entry_rt_[e].written = true;
+  EntryRt& rt = entry_rt_[e];
+  rt.written = true;
+  rt.writes_in_flight++;
   touch(r.times, true);
-  *out = IoSpan{entry_rt_[e].segment.fd(), offset, static_cast<std::size_t>(length)};
+  *out = IoSpan{rt.segment.fd(), offset, static_cast<std::size_t>(length)};
   return 0;
 }
 
-void Store::write_failed(std::uint64_t fh) {
+void Store::write_done(std::uint64_t fh, bool whole) {
   Guard guard(*this);
   const Handle* h;
   if (entry_of_handle(fh, &h) != 0) return;
-  const std::int64_t length = entry_rt_[h->entry].segment.length();
+  EntryRt& rt = entry_rt_[h->entry];
+  if (!whole) rt.short_write = true;
+  if (--rt.writes_in_flight > 0) return;
+  writes_done_.notify_all();
+  if (!std::exchange(rt.short_write, false)) return;
+  // Every write that succeeded has reached its end of the slot file; a failed one may have
+  // left the file shorter than the size prepare_write() counted.
+  const std::int64_t length = rt.segment.length();
   layout::EntryRecord& r = ent(h->entry);
   if (length < 0 || static_cast<std::uint64_t>(length) >= r.size) return;
   const std::uint64_t lost = r.size - static_cast<std::uint64_t>(length);
   bytes_used_ -= lost;
   object_rt_[r.object].bytes -= lost;
   r.size = static_cast<std::uint64_t>(length);
+}
+
+void Store::await_writes(Guard& guard,
+                         const std::function<std::optional<std::uint32_t>()>& entry) {
+  for (std::optional<std::uint32_t> e = entry(); e && entry_rt_[*e].writes_in_flight > 0;
+       e = entry()) {
+    guard.wait(writes_done_);
+  }
 }
 
 void Store::name_dropped(std::uint64_t fh) {
@@ -558,6 +576,11 @@ void Store::mark_closed(std::uint32_t e) {
 
 int Store::flush(std::uint64_t fh, StaleName* stale) {
   Guard guard(*this);
+  await_writes(guard, [&]() -> std::optional<std::uint32_t> {
+    const Handle* h;
+    if (entry_of_handle(fh, &h) != 0) return std::nullopt;
+    return h->entry;
+  });
   const Handle* h;
   if (int err = entry_of_handle(fh, &h); err != 0) return err;
   layout::EntryRecord& r = ent(h->entry);

@@ -345,6 +345,18 @@ int Store::getattr(Ino ino, Attr* out) {
 int Store::setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> fh,
                    const Caller& caller, Attr* out) {
   Guard guard(*this);
+  if (change.size) {
+    await_writes(guard, [&]() -> std::optional<std::uint32_t> {
+      const Handle* h;
+      if (tickets_.contains(ino)) {
+        if (!fh || entry_of_handle(*fh, &h) != 0) return std::nullopt;
+        return h->entry;
+      }
+      const Ref* ref = find(ino);
+      if (ref == nullptr || ref->is_object) return std::nullopt;
+      return ref->index;
+    });
+  }
   std::uint32_t* mode;
   std::uint32_t* uid;
   std::uint32_t* gid;

@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include <array>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -163,10 +164,12 @@ class Store {
   // Clamps [offset, offset + size) to the entry.
   int prepare_read(std::uint64_t fh, std::uint64_t offset, std::size_t size, IoSpan* out);
   // Makes room for [offset, offset + size), clamped to block_size (a short write). The caller
-  // then writes the span to its fd; if that fails or comes up short, it calls write_failed(),
-  // which shrinks the entry back to what the slot file really holds.
+  // then writes the span to its fd, and must call write_done() after, saying whether all of it
+  // was written. Until then the write is in flight: a truncate or a commit of the entry waits
+  // for it, and once the last write in flight is done, a failed one shrinks the entry back to
+  // what the slot file really holds (never below what another write was told it wrote).
   int prepare_write(std::uint64_t fh, std::uint64_t offset, std::size_t size, IoSpan* out);
-  void write_failed(std::uint64_t fh);
+  void write_done(std::uint64_t fh, bool whole);
   // A name whose cached binding in the kernel no longer holds.
   struct StaleName {
     Ino parent = 0;
@@ -265,6 +268,8 @@ class Store {
     int backing_id = 0;                // registered as a backing file, or 0
     bool passthrough_used = false;     // served by passthrough: mappings may outlive handles
     std::uint64_t lookups = 0;  // references the kernel took through lookup() and create()
+    std::uint32_t writes_in_flight = 0;  // between prepare_write() and write_done()
+    bool short_write = false;            // one of them did not write all of its span
     os::SegmentFile segment;
   };
   struct Handle {
@@ -280,6 +285,8 @@ class Store {
     ~Guard();
     Guard(const Guard&) = delete;
     Guard& operator=(const Guard&) = delete;
+    // Releases mu_ until `cv` is notified. Whatever was looked up before must be looked up again.
+    void wait(std::condition_variable& cv) { cv.wait(lock_); }
 
    private:
     Store& store_;
@@ -376,6 +383,9 @@ class Store {
   int resolve_entry(Ino ino, std::uint32_t* e) const;
   // What an xattr call on `ino` is about: an object (*object set) or an entry record.
   int xattr_target(Ino ino, const Ref** object, std::uint32_t* e);
+  // Waits until no write of the entry that `entry()` names (if any) is in flight, so that a
+  // truncate or a commit that follows, under the same Guard, never races a pwrite into the slot.
+  void await_writes(Guard& guard, const std::function<std::optional<std::uint32_t>()>& entry);
 
   const StoreOptions options_;
   // Guards everything below, and all of the metadata segment. Slot files are read and written
@@ -393,6 +403,7 @@ class Store {
   std::unordered_map<Ino, Ticket> tickets_;
   std::unordered_map<std::uint64_t, QueuedWaiter> waiters_;
   std::vector<std::function<void()>> completions_;  // run by ~Guard, outside mu_
+  std::condition_variable writes_done_;  // an entry's last write in flight is done
   NameListener name_listener_;
   BackingFiles* backing_ = nullptr;
   std::uint64_t bytes_used_ = 0;

@@ -99,6 +99,12 @@ int Store::setxattr(Ino ino, std::string_view name, std::string_view value, int 
   if (ino == kRootIno) return EPERM;
   const Ref* ref;
   std::uint32_t e;
+  if (name == xattr::kState) {  // a commit
+    await_writes(guard, [&]() -> std::optional<std::uint32_t> {
+      if (xattr_target(ino, &ref, &e) != 0 || ref != nullptr) return std::nullopt;
+      return e;
+    });
+  }
   if (int err = xattr_target(ino, &ref, &e); err != 0) return err == ENODATA ? EPERM : err;
   if (ref != nullptr) {
     const std::uint32_t o = ref->index;

@@ -172,6 +172,9 @@ TEST_F(StoreBlockSizeTest, AWriteAcrossTheBlockSizeIsCutShort) {
   Attr attr;
   ASSERT_EQ(GetAttr(attr_.ino, &attr), 0);
   EXPECT_EQ(attr.size, 4096u);
+  store().write_done(fh_, false);  // nothing was written
+  ASSERT_EQ(GetAttr(attr_.ino, &attr), 0);
+  EXPECT_EQ(attr.size, 4000u) << "the gap before the write is reserved, the write's span is not";
   EXPECT_EQ(Write(fh_, 4000, std::string(200, 'x')), EFBIG) << "write(2) in a loop";
 }
 

@@ -173,7 +173,9 @@ int StoreTest::Write(std::uint64_t fh, std::uint64_t offset, std::string_view da
     IoSpan span;
     if (int err = store().prepare_write(fh, offset, data.size(), &span); err != 0) return err;
     ssize_t n = pwrite(span.fd, data.data(), span.length, static_cast<off_t>(span.offset));
-    if (n < 0) return errno;
+    const int err = errno;
+    store().write_done(fh, n == static_cast<ssize_t>(span.length));
+    if (n < 0) return err;
     if (n == 0) return EIO;
     data.remove_prefix(static_cast<std::size_t>(n));
     offset += static_cast<std::uint64_t>(n);
