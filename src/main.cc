@@ -124,8 +124,8 @@ Options parse_options(int argc, char** argv) {
       case kCapacity: opts.store.default_capacity = positive("--capacity", smos::parse_count(optarg), UINT32_MAX); break;
       case kBlockSize: opts.store.default_block_size = positive("--block-size", smos::parse_size(optarg), 1ull << 50); break;
       case kMemory: memory = positive("--memory", smos::parse_size(optarg), 1ull << 50); break;
-      case kMaxObjects: opts.store.max_objects = positive("--max-objects", smos::parse_count(optarg), 1u << 20); break;
-      case kMaxEntries: opts.store.max_entries = positive("--max-entries", smos::parse_count(optarg), 1u << 24); break;
+      case kMaxObjects: opts.store.max_objects = positive("--max-objects", smos::parse_count(optarg), smos::layout::kMaxObjectsLimit); break;
+      case kMaxEntries: opts.store.max_entries = positive("--max-entries", smos::parse_count(optarg), smos::layout::kMaxEntriesLimit); break;
       case kReset: opts.store.reset = true; break;
       case kNoPassthrough: opts.passthrough = false; break;
       case kPassthroughMinSize: {

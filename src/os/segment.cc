@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstring>
 
 #include <boost/interprocess/exceptions.hpp>
 
@@ -38,6 +40,50 @@ ssize_t read_at(int fd, void* buf, std::size_t len, std::uint64_t offset) {
     done += static_cast<std::size_t>(n);
   }
   return static_cast<ssize_t>(done);
+}
+
+int check_own_file(int fd, std::string* why) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    const int err = errno;
+    *why = std::string("cannot stat it: ") + std::strerror(err);
+    return err;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    *why = "it is not a regular file";
+  } else if (st.st_uid != geteuid()) {
+    *why = "it belongs to uid " + std::to_string(st.st_uid) + ", not to this smosd's uid " +
+           std::to_string(geteuid());
+  } else if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%03o", st.st_mode & 0777);
+    *why = std::string("others may write it (mode ") + mode + ")";
+  } else {
+    return 0;
+  }
+  return EPERM;
+}
+
+int read_own_file_head(const std::string& path, FileHead* out, std::string* why) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    *why = std::string("cannot open it: ") + std::strerror(err);
+    return err;
+  }
+  int err = check_own_file(fd, why);
+  struct stat st;
+  if (err == 0 && fstat(fd, &st) != 0) err = errno;
+  if (err == 0) {
+    out->size = static_cast<std::uint64_t>(st.st_size);
+    out->first_word = 0;
+    if (ssize_t n = read_at(fd, &out->first_word, sizeof out->first_word, 0); n < 0) {
+      err = static_cast<int>(-n);
+      *why = std::string("cannot read it: ") + std::strerror(err);
+    }
+  }
+  ::close(fd);
+  return err;
 }
 
 void SegmentFile::remove(const std::string& shm_name) {

@@ -16,6 +16,20 @@ std::string shm_path(const std::string& shm_name);
 // pread(2) until `len` bytes or the end of the file: the bytes read, or -errno.
 ssize_t read_at(int fd, void* buf, std::size_t len, std::uint64_t offset);
 
+// Whether the file open at `fd` is one this process may trust as its own: a regular file of its
+// effective uid that nobody else may write (/dev/shm is writable by everyone). 0, or EPERM
+// (an errno from fstat) with the reason in *why.
+int check_own_file(int fd, std::string* why);
+
+// What smosd reads of a store file before handing it to Boost.Interprocess.
+struct FileHead {
+  std::uint64_t size = 0;
+  std::uint32_t first_word = 0;  // the file's first 4 bytes, 0 if it is shorter
+};
+// Opens `path` without following a symlink, checks it with check_own_file(), and reads its
+// head. ENOENT if there is no such file.
+int read_own_file_head(const std::string& path, FileHead* out, std::string* why);
+
 // One entry slot's file under /dev/shm. Move-only; the descriptor lives as long as the object.
 // The file holds exactly one entry's bytes from offset 0, so it can be mapped whole.
 class SegmentFile {

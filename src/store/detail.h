@@ -28,11 +28,23 @@ inline void set_name(layout::Name& n, std::string_view name) {
   n.len = static_cast<std::uint16_t>(name.size());
 }
 
-// EINVAL for names no entry or object may have, ENAMETOOLONG past NAME_MAX.
+// EINVAL for names no entry or object may have, ENAMETOOLONG past NAME_MAX. The kernel never
+// sends a '/' or a NUL; recovery reads names back from shared memory, which may.
 inline int check_name(std::string_view name) {
   if (name.empty() || name == "." || name == "..") return EINVAL;
+  if (name.find_first_of(std::string_view("/\0", 2)) != std::string_view::npos) return EINVAL;
   if (name.size() > layout::kNameMax) return ENAMETOOLONG;
   return 0;
+}
+
+// Makes a recovered record's length agree with its bytes. set_name() writes the bytes and their
+// NUL before the length, so if a crash came between (a rename), the NUL ends the name. False if
+// what is left is no valid name.
+inline bool recover_name(layout::Name& n) {
+  const std::string_view name(n.bytes, strnlen(n.bytes, sizeof n.bytes));
+  if (check_name(name) != 0) return false;
+  n.len = static_cast<std::uint16_t>(name.size());
+  return true;
 }
 
 inline bool is_control_name(std::string_view name) {

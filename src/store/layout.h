@@ -21,6 +21,9 @@ inline constexpr std::uint32_t kVersion = 3;
 inline constexpr std::size_t kNameMax = 255;
 inline constexpr std::uint32_t kNoObject = 0xffffffffu;
 inline constexpr std::size_t kTracksMax = 1024;  // bytes of an object's canonical track layout
+// The largest tables a store may have (--max-objects, --max-entries).
+inline constexpr std::uint64_t kMaxObjectsLimit = 1u << 20;
+inline constexpr std::uint64_t kMaxEntriesLimit = 1u << 24;
 
 // The persisted part of an entry's lifecycle. "idle" and "busy" are both kCommitted: they
 // differ only in the reader count, which lives in the daemon and restarts at zero.

@@ -22,6 +22,9 @@ constexpr char kHeaderName[] = "smos.header";
 constexpr std::size_t kAlign = 64;
 // Room for the segment manager's own bookkeeping next to our tables.
 constexpr std::size_t kManagerSlack = 64 * 1024;
+// The first word of a managed segment is Boost's state of it (managed_open_or_create_impl.hpp:
+// uninitialized, initializing, initialized, corrupted); the segment is usable once it is 2.
+constexpr std::uint32_t kBoostInitialized = 2;
 
 std::size_t round_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
@@ -41,10 +44,14 @@ int MetaSegment::open(const std::string& name, MetaGeometry geometry, bool reset
                       std::unique_ptr<MetaSegment>* out, std::string* message) {
   std::unique_ptr<MetaSegment> meta(new MetaSegment());
   std::string lock_path = os::shm_path(name + ".lock");
-  meta->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  meta->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (meta->lock_fd_ < 0) {
     int err = errno;
     *message = "cannot open " + lock_path + ": " + std::strerror(err);
+    return err;
+  }
+  if (std::string why; int err = os::check_own_file(meta->lock_fd_, &why)) {
+    *message = "refusing " + lock_path + ": " + why;
     return err;
   }
   if (flock(meta->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
@@ -62,30 +69,60 @@ int MetaSegment::open(const std::string& name, MetaGeometry geometry, bool reset
 }
 
 int MetaSegment::attach(const std::string& name, std::string* message) {
+  const std::string path = os::shm_path(meta_name(name));
+  const std::string reset = "; start with --reset to discard it";
+  // /dev/shm is everyone's: the file must be this smosd's own. And Boost waits forever on a
+  // segment that its creator never finished (a smosd killed while it created the store): the
+  // file is empty, or its first word, Boost's own state of the segment, is not "initialized".
+  os::FileHead head;
+  if (std::string why; int err = os::read_own_file_head(path, &head, &why)) {
+    if (err == ENOENT) return ENOENT;
+    *message = "refusing " + path + ": " + why + reset;
+    return err;
+  }
+  if (head.size < kManagerSlack || head.first_word != kBoostInitialized) {
+    *message = path + " was left half-made (a smosd stopped while it created the store)" + reset;
+    return EINVAL;
+  }
   try {
     segment_ = bip::managed_shared_memory(bip::open_only, meta_name(name).c_str());
   } catch (const bip::interprocess_exception& e) {
     if (e.get_native_error() == ENOENT) return ENOENT;
-    *message = "cannot attach to " + os::shm_path(meta_name(name)) + ": " + e.what() +
-               "; start with --reset to discard it";
+    *message = "cannot attach to " + path + ": " + e.what() + reset;
     return EIO;
   }
   header_ = segment_.find<layout::StoreHeader>(kHeaderName).first;
   if (header_ == nullptr || header_->magic != layout::kMagic ||
       header_->header_size != sizeof(layout::StoreHeader)) {
-    *message = os::shm_path(meta_name(name)) + " is not an smos store; start with --reset to discard it";
+    *message = path + " is not an smos store" + reset;
     return EINVAL;
   }
-  if (header_->version != layout::kVersion) {
-    *message = os::shm_path(meta_name(name)) + " has layout version " +
-               std::to_string(header_->version) + ", this smosd reads version " +
-               std::to_string(layout::kVersion) + "; start with --reset to discard it";
+  const layout::StoreHeader& h = *header_;
+  if (h.version != layout::kVersion) {
+    *message = path + " has layout version " + std::to_string(h.version) +
+               ", this smosd reads version " + std::to_string(layout::kVersion) + reset;
+    return EINVAL;
+  }
+  // Recovery walks the tables the header describes: they must lie inside the segment.
+  const std::uint64_t size = segment_.get_size();
+  auto fits = [size](std::int64_t off, std::uint64_t count, std::size_t record) {
+    return off >= 0 && static_cast<std::uint64_t>(off) % alignof(layout::StoreHeader) == 0 &&
+           static_cast<std::uint64_t>(off) <= size &&
+           count <= (size - static_cast<std::uint64_t>(off)) / record;
+  };
+  if (h.max_objects == 0 || h.max_objects > layout::kMaxObjectsLimit || h.max_entries == 0 ||
+      h.max_entries > layout::kMaxEntriesLimit || h.object_hwm > h.max_objects ||
+      h.entry_hwm > h.max_entries ||
+      !fits(h.objects_off, h.max_objects, sizeof(layout::ObjectRecord)) ||
+      !fits(h.entries_off, h.max_entries, sizeof(layout::EntryRecord)) ||
+      !fits(h.xattrs_off, h.max_entries + h.max_objects, sizeof(layout::XattrBlob))) {
+    *message = path + " has a damaged header" + reset;
     return EINVAL;
   }
   auto* base = static_cast<char*>(segment_.get_address());
-  objects_ = reinterpret_cast<layout::ObjectRecord*>(base + header_->objects_off);
-  entries_ = reinterpret_cast<layout::EntryRecord*>(base + header_->entries_off);
-  xattrs_ = reinterpret_cast<layout::XattrBlob*>(base + header_->xattrs_off);
+  objects_ = reinterpret_cast<layout::ObjectRecord*>(base + h.objects_off);
+  entries_ = reinterpret_cast<layout::EntryRecord*>(base + h.entries_off);
+  xattrs_ = reinterpret_cast<layout::XattrBlob*>(base + h.xattrs_off);
   created_ = false;
   return 0;
 }

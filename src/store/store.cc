@@ -51,14 +51,25 @@ void Store::recover() {
     spdlog::info("store '{}': recovering {} object and {} entry records", options_.name,
                  h.object_hwm, h.entry_hwm);
   }
+  // Every field read back is checked or clamped: a crash may have torn a record, and nothing
+  // else has vouched for them.
+  h.next_ino = std::max<std::uint64_t>(h.next_ino, kRootIno + 1);
   for (std::uint32_t o = 0; o < h.object_hwm; ++o) {
     layout::ObjectRecord& r = obj(o);
     if (r.ino == 0) continue;
-    std::string name(name_of(r.name));
-    if (check_name(name) != 0 || objects_by_name_.contains(name) || inodes_.contains(r.ino)) {
+    if (r.ino == kRootIno || !recover_name(r.name) ||
+        objects_by_name_.contains(std::string(name_of(r.name))) || inodes_.contains(r.ino)) {
       spdlog::warn("store '{}': dropping damaged object record {}", options_.name, o);
       r.ino = 0;
       continue;
+    }
+    std::string name(name_of(r.name));
+    r.mode &= 07777;
+    r.next_seq = std::max<std::uint64_t>(r.next_seq, 1);
+    if (r.commit != CommitMode::kExplicit) r.commit = CommitMode::kClose;
+    if (xattr_blob::repair(meta_->object_xattrs(o))) {
+      spdlog::warn("store '{}': object '{}' had damaged user xattrs; kept the whole ones",
+                   options_.name, name);
     }
     std::vector<Track> tracks;
     if (r.tracks_len > 0 &&
@@ -85,9 +96,15 @@ void Store::recover() {
     const bool closed_write = attached && r.state == EntryState::kWrite && closed(e) &&
                               obj(r.object).commit == CommitMode::kClose;
     if ((r.state != EntryState::kCommitted && !closed_write) || !attached ||
-        check_name(name_of(r.name)) != 0 || inodes_.contains(r.ino)) {
+        r.ino == kRootIno || r.seq == UINT64_MAX || !recover_name(r.name) ||
+        inodes_.contains(r.ino)) {
       discard_record(e);  // other write entries, zombies and damage
       continue;
+    }
+    r.mode &= kEntryModeBits;
+    if (xattr_blob::repair(meta_->entry_xattrs(e))) {
+      spdlog::warn("store '{}': entry '{}' had damaged user xattrs; kept the whole ones",
+                   options_.name, name_of(r.name));
     }
     EntryRt& rt = entry_rt_[e];
     int err = os::SegmentFile::open(MetaSegment::slot_name(options_.name, e), &rt.segment);

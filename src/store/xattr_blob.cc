@@ -2,6 +2,7 @@
 
 #include <sys/xattr.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -25,14 +26,15 @@ struct Record {
 template <typename Fn>
 bool find_record(const layout::XattrBlob& blob, Fn fn, Record* found = nullptr) {
   std::size_t at = 0;
-  while (at + kRecordHeader <= blob.used) {
+  const std::size_t used = std::min<std::size_t>(blob.used, sizeof blob.data);
+  while (at + kRecordHeader <= used) {
     std::uint8_t name_len;
     std::uint16_t value_len;
     std::memcpy(&name_len, blob.data + at, sizeof name_len);
     std::memcpy(&value_len, blob.data + at + sizeof name_len, sizeof value_len);
     const char* name = blob.data + at + kRecordHeader;
     Record r{at, {name, name_len}, {name + name_len, value_len}};
-    if (at + r.size() > blob.used) return false;  // torn by a crash: ignore the tail
+    if (at + r.size() > used) return false;  // torn by a crash: ignore the tail
     if (fn(r)) {
       if (found) *found = r;
       return true;
@@ -109,5 +111,17 @@ void list(const layout::XattrBlob& blob, std::string* names) {
 }
 
 void clear(layout::XattrBlob& blob) { blob.used = 0; }
+
+bool repair(layout::XattrBlob& blob) {
+  std::size_t whole = 0;
+  find_record(blob, [&](const Record& r) {
+    if (r.name.size() < 6 || !r.name.starts_with("user.")) return true;
+    whole = r.offset + r.size();
+    return false;
+  });
+  if (whole == blob.used) return false;
+  blob.used = static_cast<std::uint32_t>(whole);
+  return true;
+}
 
 }  // namespace smos::xattr_blob

@@ -24,4 +24,9 @@ void list(const layout::XattrBlob& blob, std::string* names);
 // Empties the blob.
 void clear(layout::XattrBlob& blob);
 
+// Cuts a blob read back after a crash to its whole records: what follows the first record
+// that runs past the used length or the blob, or whose name is no user.* name, is dropped.
+// True if anything was.
+bool repair(layout::XattrBlob& blob);
+
 }  // namespace smos::xattr_blob
