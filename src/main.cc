@@ -41,6 +41,8 @@ Serve a shared-memory object store as a filesystem. See smosd(8) and smos(7).
   --passthrough-min-size=SIZE
                          read smaller entries through the daemon (default 64K)
   --no-io-uring          take requests from /dev/fuse even where the kernel offers io_uring
+  --no-epochs            drop replaced names from the kernel's cache one by one, as on kernels
+                         before 6.16 (implies --no-io-uring)
   -o OPT[,OPT...]        FUSE mount options, e.g. allow_other
   -h, --help             this text
   -V, --version          the version
@@ -56,6 +58,7 @@ struct Options {
   bool debug = false;
   bool passthrough = true;
   bool io_uring = true;
+  bool epochs = true;
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -79,7 +82,7 @@ std::uint64_t default_memory_budget() {
 
 Options parse_options(int argc, char** argv) {
   enum { kLogLevel = 256, kStore, kCapacity, kBlockSize, kMemory, kMaxObjects, kMaxEntries, kReset,
-         kNoPassthrough, kPassthroughMinSize, kNoIoUring };
+         kNoPassthrough, kPassthroughMinSize, kNoIoUring, kNoEpochs };
   static const option long_options[] = {
       {"log-level", required_argument, nullptr, kLogLevel},
       {"store", required_argument, nullptr, kStore},
@@ -92,6 +95,7 @@ Options parse_options(int argc, char** argv) {
       {"no-passthrough", no_argument, nullptr, kNoPassthrough},
       {"passthrough-min-size", required_argument, nullptr, kPassthroughMinSize},
       {"no-io-uring", no_argument, nullptr, kNoIoUring},
+      {"no-epochs", no_argument, nullptr, kNoEpochs},
       {"help", no_argument, nullptr, 'h'},
       {"version", no_argument, nullptr, 'V'},
       {nullptr, 0, nullptr, 0},
@@ -135,6 +139,7 @@ Options parse_options(int argc, char** argv) {
         break;
       }
       case kNoIoUring: opts.io_uring = false; break;
+      case kNoEpochs: opts.epochs = false; break;
       case 'h': std::fputs(kUsage, stdout); std::exit(0);
       case 'V': std::puts("smosd 0.1.0"); std::exit(0);
       default: usage_error("unknown option");
@@ -221,7 +226,7 @@ int serve(const Options& opts, smos::Store& store) {
   for (auto& w : words) argv.push_back(w.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
 
-  smos::fs::Context context{&store, nullptr, smos::os::FuseChannel(opts.passthrough, opts.io_uring)};
+  smos::fs::Context context{&store, nullptr, smos::os::FuseChannel(opts.passthrough, opts.io_uring, opts.epochs)};
   const fuse_lowlevel_ops& ops = smos::fs::operations();
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &context);
   if (se == nullptr) {

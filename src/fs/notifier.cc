@@ -17,10 +17,11 @@ Notifier::~Notifier() {
   thread_.join();
 }
 
-void Notifier::invalidate_entry(std::uint64_t parent, std::string name) {
+void Notifier::invalidate_entry(std::uint64_t parent, std::string name,
+                                std::function<void()> then) {
   {
     std::lock_guard lock(mu_);
-    queue_.push_back(Job{parent, std::move(name)});
+    queue_.push_back(Job{parent, std::move(name), std::move(then)});
   }
   wake_.notify_one();
 }
@@ -38,6 +39,7 @@ void Notifier::run() {
     if (err != 0 && err != -ENOENT && err != -ENOTCONN) {
       spdlog::warn("invalidating {}/{}: {}", job.parent, job.name, err);
     }
+    if (job.then) job.then();
     lock.lock();
   }
 }

@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -26,8 +27,10 @@ class Notifier {
   Notifier(const Notifier&) = delete;
   Notifier& operator=(const Notifier&) = delete;
 
-  // Never blocks on the kernel.
-  void invalidate_entry(std::uint64_t parent, std::string name);
+  // Never blocks on the kernel. `then`, if any, runs on the notifier's thread once the kernel
+  // has dropped the name (or said it had none).
+  void invalidate_entry(std::uint64_t parent, std::string name,
+                        std::function<void()> then = nullptr);
 
  private:
   void run();
@@ -38,6 +41,7 @@ class Notifier {
   struct Job {
     std::uint64_t parent;
     std::string name;
+    std::function<void()> then;
   };
   std::deque<Job> queue_;
   bool stop_ = false;

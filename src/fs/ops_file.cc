@@ -184,39 +184,48 @@ void op_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_f
   }
 }
 
-// Valid replies: fuse_reply_err.
-void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  Store::StaleName stale;
-  int err = guarded("flush", [&] { return store_of(req).flush(fi->fh, &stale); });
-  if (err == 0 && stale.parent != 0) {
-    // Before close() returns, the closer's next open of the name must find the new version.
-    // A new epoch (kernel 6.16+) has the kernel look up again every name it caches, or that a
-    // lookup answered before now is about to cache, before using it; the notifier then drops
-    // the name itself, and nothing here waits. Without epochs, the name is dropped here and
-    // now: that waits for the directory's lock, which a lookup in flight may hold, so every
-    // thread that serves requests must not be waiting like this (the ring needs epochs).
-    Context* context = static_cast<Context*>(fuse_req_userdata(req));
-    if (context->channel.bump_epoch(fuse_session_fd(context->session)) &&
-        context->notifier != nullptr) {
-      context->notifier->invalidate_entry(stale.parent, stale.name);
-    } else {
-      fuse_lowlevel_notify_inval_entry(context->session, stale.parent, stale.name.data(),
-                                       stale.name.size());
-    }
-    guarded("flush", [&] {
-      store_of(req).name_dropped(fi->fh);
-      return 0;
-    });
-  }
-  // Requests made after this close returned must find what the release does to its entry,
-  // if this close was the file's last.
+namespace {
+
+// The end of a FLUSH, once what the close changed is what the kernel will find.
+void finish_flush(fuse_req_t req, std::uint64_t fh, int err, bool name_dropped) {
   guarded("flush", [&] {
-    if (err == 0 && store_of(req).settles_at_release(fi->fh)) {
-      channel_of(req).expect_release(fi->fh);
-    }
+    if (name_dropped) store_of(req).name_dropped(fh);
+    // Requests made after this close returned must find what the release does to its entry,
+    // if this close was the file's last.
+    if (err == 0 && store_of(req).settles_at_release(fh)) channel_of(req).expect_release(fh);
     return 0;
   });
   fuse_reply_err(req, err);
+}
+
+}  // namespace
+
+// Valid replies: fuse_reply_err, here or from the notifier's thread.
+void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  Store::StaleName stale;
+  const int err = guarded("flush", [&] { return store_of(req).flush(fi->fh, &stale); });
+  if (err != 0 || stale.parent == 0) return finish_flush(req, fi->fh, err, false);
+  // Before close() returns, the closer's next open of the name must find the new version.
+  // A new epoch (kernel 6.16+) has the kernel look up again every name it caches, or that a
+  // lookup answered before now is about to cache, before using it; the notifier then drops
+  // the name itself, and the reply waits for nothing. Without epochs, the reply waits until
+  // the name is dropped. That waits for the directory's lock, which a lookup in flight may
+  // hold until a thread serves it, so it is the notifier's thread that waits and replies.
+  Context* context = static_cast<Context*>(fuse_req_userdata(req));
+  Notifier* notifier = context->notifier;
+  const bool epoch = context->channel.bump_epoch(fuse_session_fd(context->session));
+  if (notifier == nullptr) {  // unmounting
+    fuse_lowlevel_notify_inval_entry(context->session, stale.parent, stale.name.data(),
+                                     stale.name.size());
+  } else if (!epoch) {
+    const std::uint64_t fh = fi->fh;
+    notifier->invalidate_entry(stale.parent, std::move(stale.name),
+                               [req, fh] { finish_flush(req, fh, 0, true); });
+    return;
+  } else {
+    notifier->invalidate_entry(stale.parent, std::move(stale.name));
+  }
+  finish_flush(req, fi->fh, err, true);
 }
 
 // Valid replies: fuse_reply_err.

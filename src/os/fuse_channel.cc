@@ -98,7 +98,7 @@ ssize_t FuseChannel::read(int fd, void* buf, std::size_t len) {
       // which the kernel survives by falling back to /dev/fuse.
       // The ring also needs epochs (7.44, kernel 6.16): with them no handler waits for the
       // kernel, and a ring's workers are a fixed few (see op_flush).
-      if ((flags & kOverIoUring) && want_ring_ && init.minor >= kEpochMinor) {
+      if ((flags & kOverIoUring) && want_ring_ && init.minor >= kEpochMinor && !no_epoch_) {
         ring_.prepare();
       }
     }
@@ -196,6 +196,7 @@ ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {
         ring = "on";
       } else if (kernel_flags_ & kOverIoUring) {
         ring = kernel_minor_ < kEpochMinor ? "off (needs FUSE 7.44 for epochs)"
+               : no_epoch_                 ? "off (needs epochs: --no-epochs)"
                                            : "off (" + ring_.why_not() + ")";
       }
       init_unique_ = ~0ull;  // answered: nothing more to look for

@@ -36,8 +36,11 @@ namespace smos::os {
 
 class FuseChannel {
  public:
-  explicit FuseChannel(bool want_passthrough = true, bool want_ring = true)
-      : want_passthrough_(want_passthrough), want_ring_(want_ring) {
+  // Each want_ is declined when false (the daemon's --no-* options); the kernel's INIT
+  // decides the rest.
+  explicit FuseChannel(bool want_passthrough = true, bool want_ring = true,
+                       bool want_epochs = true)
+      : want_passthrough_(want_passthrough), want_ring_(want_ring), no_epoch_(!want_epochs) {
     releases_.set_nudge([this](int cpu) { return nudge(cpu); });
   }
 
@@ -60,7 +63,8 @@ class FuseChannel {
   void backing_close(int dev_fd, int id);
   // FUSE_NOTIFY_INC_EPOCH (protocol 7.44, kernel 6.16+): every name the kernel caches now, or
   // will cache from a lookup answered before now, is looked up again before its next use.
-  // Returns false, and does nothing from then on, if the kernel does not know the notification.
+  // Returns false, and does nothing from then on, if the kernel does not know the notification
+  // (or epochs were declined).
   bool bump_epoch(int dev_fd);
   // While set (> 0), this thread's open replies name backing file `id`: a scope around
   // fuse_reply_open(), which writes its reply through writev() on the same thread.
