@@ -44,8 +44,8 @@ actor() {
     payload=$(head -c 2048 /dev/urandom | od -An -tx1 | tr -d ' \n')
     echo "$a $i $v $(echo "$payload" | md5sum | cut -d' ' -f1)" > "$work/traj.$a"
     echo "$payload" >> "$work/traj.$a"
-    # cp opens .push once (a new entry), writes, and its close commits. (Not `cat x > .push`:
-    # the shell's redirection closes a duplicate of the descriptor before anything is written.)
+    # cp opens .push once (a new entry), writes, and its close commits, as `cat x > .push`
+    # would.
     until cp "$work/traj.$a" "$traj/.push" 2>/dev/null; do
       sleep 0.01  # the queue is full (ENOSPC): the learner is behind
     done

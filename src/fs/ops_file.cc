@@ -203,7 +203,7 @@ void finish_flush(fuse_req_t req, std::uint64_t fh, int err, bool name_dropped) 
 // Valid replies: fuse_reply_err, here or from the notifier's thread.
 void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   Store::StaleName stale;
-  const int err = guarded("flush", [&] { return store_of(req).flush(fi->fh, &stale); });
+  const int err = guarded("flush", [&] { return store_of(req).flush(fi->fh, caller_of(req), &stale); });
   if (err != 0 || stale.parent == 0) return finish_flush(req, fi->fh, err, false);
   // Before close() returns, the closer's next open of the name must find the new version.
   // A new epoch (kernel 6.16+) has the kernel look up again every name it caches, or that a

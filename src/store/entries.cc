@@ -574,7 +574,7 @@ void Store::mark_closed(std::uint32_t e) {
   entry_rt_[e].closed_at = ++closes_;
 }
 
-int Store::flush(std::uint64_t fh, StaleName* stale) {
+int Store::flush(std::uint64_t fh, const Caller& closer, StaleName* stale) {
   Guard guard(*this);
   await_writes(guard, [&]() -> std::optional<std::uint32_t> {
     const Handle* h;
@@ -585,10 +585,12 @@ int Store::flush(std::uint64_t fh, StaleName* stale) {
   if (int err = entry_of_handle(fh, &h); err != 0) return err;
   layout::EntryRecord& r = ent(h->entry);
   if (!h->writable || r.state != EntryState::kWrite) return 0;
-  // A pushed entry commits at the first close after it was written: a shell's `cmd > .push`
-  // closes a duplicate descriptor before cmd writes, and that close must not commit it empty.
+  // A pushed entry commits at its writer's first close after it was written: a shell's
+  // `cmd > .push` closes a duplicate descriptor before cmd writes, and that close must not
+  // commit it empty. Nor may the close of a descriptor that a child process inherited (a
+  // fork, a pipeline's other commands), while its writer goes on writing.
   if (entry_rt_[h->entry].pushed && entry_rt_[h->entry].written &&
-      obj(r.object).commit == CommitMode::kClose) {
+      obj(r.object).commit == CommitMode::kClose && is_writer(h->entry, closer)) {
     commit(h->entry);
     return 0;
   }

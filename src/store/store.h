@@ -175,10 +175,10 @@ class Store {
     Ino parent = 0;
     std::string name;
   };
-  // A writer closed a descriptor. If that makes a cached name stale, *stale says which, and
-  // the close takes effect only when the caller reports with name_dropped() that the kernel
-  // has forgotten the name.
-  int flush(std::uint64_t fh, StaleName* stale = nullptr);
+  // `closer` closed a descriptor of `fh`. If that makes a cached name stale, *stale says which,
+  // and the close takes effect only when the caller reports with name_dropped() that the
+  // kernel has forgotten the name.
+  int flush(std::uint64_t fh, const Caller& closer, StaleName* stale = nullptr);
   void name_dropped(std::uint64_t fh);
   // Whether the release of `fh` will commit its entry, or in explicit mode discard it: the
   // handle is a writer's, and its entry is still being written.

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -32,6 +33,11 @@ def push(obj_path, payload):
         return xattr(fd, "user.smos.name")
     finally:
         os.close(fd)
+
+
+def entries(obj_path):
+    """The committed entries an object lists, without its control files."""
+    return sorted(e for e in os.listdir(obj_path) if not e.startswith("."))
 
 
 def _pop_child(obj_path, out, flags=0):
@@ -209,6 +215,37 @@ class PushTest(MountedTestCase):
             with open(os.path.join(p, e)) as f:
                 contents.append(f.read())
         self.assertEqual(contents, ["hi\n", "ho\n"])
+
+    def test_a_child_processes_close_does_not_commit_a_push(self):
+        # A fork (or any subprocess) inherits the descriptor; its exit closes its copy. Only
+        # the writer's own close commits, and the entry holds everything the writer wrote.
+        p = self.path(self.obj())
+        fd = os.open(os.path.join(p, ".push"), os.O_WRONLY)
+        os.write(fd, b"first half, ")
+        child = os.fork()
+        if child == 0:
+            os._exit(0)
+        self.assertEqual(os.waitpid(child, 0)[1], 0)
+        self.assertEqual(xattr(fd, "user.smos.state"), "write")
+        self.assertEqual(entries(p), [])
+        os.write(fd, b"second half")
+        os.close(fd)
+        (name,) = entries(p)
+        with open(os.path.join(p, name), "rb") as f:
+            self.assertEqual(f.read(), b"first half, second half")
+
+    def test_a_compound_shell_command_pushes_one_whole_entry(self):
+        # The subshell opens .push; head and tail are its children, and head's exit comes
+        # before tail writes.
+        p = self.path(self.obj())
+        with tempfile.NamedTemporaryFile() as src:
+            src.write(bytes(range(256)) * 8)
+            src.flush()
+            subprocess.run(f"(head -c 100 {src.name}; sleep 0.2; tail -c +101 {src.name})"
+                           f" > {p}/.push", shell=True, check=True)
+        (name,) = entries(p)
+        with open(os.path.join(p, name), "rb") as f:
+            self.assertEqual(f.read(), bytes(range(256)) * 8)
 
     def test_fd_is_the_entry(self):
         p = self.path(self.obj())

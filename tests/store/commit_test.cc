@@ -40,7 +40,7 @@ TEST_F(StoreCommitTest, ExplicitModeIgnoresFlushes) {
   Ino obj = MakeObject("o", {{xattr::kCommit, "explicit"}});
   std::uint64_t fh = Create(obj, "e");
   ASSERT_EQ(Write(fh, 0, "x"), 0);
-  ASSERT_EQ(store().flush(fh), 0);
+  ASSERT_EQ(store().flush(fh, Me()), 0);
   EXPECT_EQ(InoOf(obj, "e", Other()), 0u);
   EXPECT_EQ(Listing(obj), Names{});
   ASSERT_EQ(store().release(fh), 0);
@@ -53,7 +53,7 @@ TEST_F(StoreCommitTest, OnlyAWritersReleaseOfAnEntryStillBeingWrittenSettlesIt) 
   Attr attr;
   std::uint64_t writer = Create(obj, "e", &attr);
   ASSERT_EQ(Write(writer, 0, "bytes"), 0);
-  ASSERT_EQ(store().flush(writer), 0);
+  ASSERT_EQ(store().flush(writer, Me()), 0);
   EXPECT_TRUE(store().settles_at_release(writer));  // its release commits it
 
   Ino explicit_obj = MakeObject("x", {{xattr::kCommit, "explicit"}});
@@ -219,7 +219,7 @@ TEST_F(StoreCommitTest, AReplacedVersionLivesWhileTheKernelMayStillOpenIt) {
   ASSERT_EQ(Replace(obj, "w", Me(), &writer), 0);
   ASSERT_EQ(Write(writer.fh, 0, "new!"), 0);
   Store::StaleName stale;
-  ASSERT_EQ(store().flush(writer.fh, &stale), 0);
+  ASSERT_EQ(store().flush(writer.fh, Me(), &stale), 0);
   EXPECT_EQ(stale.parent, obj) << "a closed replace makes the cached name stale";
   EXPECT_EQ(stale.name, "w");
   ASSERT_EQ(store().release(writer.fh), 0);
@@ -242,7 +242,7 @@ TEST_F(StoreCommitTest, AFlushedReplaceTakesTheNameAtItsRelease) {
   OpenFile writer;
   ASSERT_EQ(Replace(obj, "w", Me(), &writer), 0);
   ASSERT_EQ(Write(writer.fh, 0, "new!"), 0);
-  ASSERT_EQ(store().flush(writer.fh), 0);
+  ASSERT_EQ(store().flush(writer.fh, Me()), 0);
   EXPECT_EQ(InoOf(obj, "w", Other()), old_ino) << "a descriptor may still write";
   EXPECT_EQ(ContentsOf(old_ino, Other()), "old");
 
@@ -308,19 +308,19 @@ TEST_F(StoreCommitTest, AVersionStillOpenElsewhereOutlivesAnotherVersionsCommit)
   Attr mine_attr;
   const std::uint64_t mine = Create(obj, "w", &mine_attr);
   ASSERT_EQ(Write(mine, 0, "mine"), 0);
-  ASSERT_EQ(store().flush(mine), 0);  // a dup's close: the file stays open
+  ASSERT_EQ(store().flush(mine, Me()), 0);  // a dup's close: the file stays open
   Attr theirs_attr;
   OpenFile theirs;
   ASSERT_EQ(store().create(obj, "w", 0644, kCreateFlags | O_TRUNC, Other(), &theirs_attr, &theirs),
             0);
   ASSERT_EQ(Write(theirs.fh, 0, "theirs"), 0);
-  ASSERT_EQ(store().flush(theirs.fh), 0);
+  ASSERT_EQ(store().flush(theirs.fh, Other()), 0);
   ASSERT_EQ(store().release(theirs.fh), 0);
   EXPECT_EQ(ContentsOf(InoOf(obj, "w", Other()), Other()), "theirs");
   EXPECT_EQ(Xattr(mine_attr.ino, xattr::kState), "write") << "still open, still being written";
 
   ASSERT_EQ(Write(mine, 4, "!"), 0);
-  ASSERT_EQ(store().flush(mine), 0);  // the last close, after theirs
+  ASSERT_EQ(store().flush(mine, Me()), 0);  // the last close, after theirs
   ASSERT_EQ(store().release(mine), 0);
   EXPECT_EQ(ContentsOf(InoOf(obj, "w", Other()), Other()), "mine!");
   store().forget(mine_attr.ino, 1);
@@ -333,11 +333,11 @@ TEST_F(StoreCommitTest, TheNameEndsWithTheVersionClosedLastWhateverTheReleaseOrd
   Attr attr;
   const std::uint64_t first = Create(obj, "w", &attr);
   ASSERT_EQ(Write(first, 0, "first"), 0);
-  ASSERT_EQ(store().flush(first), 0);  // closed, but its release is still on its way
+  ASSERT_EQ(store().flush(first, Me()), 0);  // closed, but its release is still on its way
   OpenFile second;
   ASSERT_EQ(Replace(obj, "w", Me(), &second), 0) << "a version of its own";
   ASSERT_EQ(Write(second.fh, 0, "second"), 0);
-  ASSERT_EQ(store().flush(second.fh), 0);
+  ASSERT_EQ(store().flush(second.fh, Me()), 0);
   ASSERT_EQ(store().release(second.fh), 0);
   ASSERT_EQ(store().release(first), 0);  // the late release of the version closed first
   EXPECT_EQ(ContentsOf(InoOf(obj, "w", Other()), Other()), "second");

@@ -179,7 +179,7 @@ TEST_F(StoreLifecycleTest, AFlushedEntryStaysPrivateUntilItsRelease) {
   Attr attr;
   std::uint64_t fh = Create(obj_, "e", &attr);
   ASSERT_EQ(Write(fh, 0, "abc"), 0);
-  ASSERT_EQ(store().flush(fh), 0);
+  ASSERT_EQ(store().flush(fh, Me()), 0);
   EXPECT_EQ(InoOf(obj_, "e", Me()), attr.ino) << "the writer sees what it writes";
   EXPECT_EQ(InoOf(obj_, "e", Other()), 0u);
   EXPECT_EQ(Listing(obj_), Names{});

@@ -133,7 +133,7 @@ TEST_F(StoreRecoveryTest, AClosedWriteEntryIsCommittedByAReattach) {
   Attr closed;
   std::uint64_t fh = Create(obj, "closed", &closed);
   ASSERT_EQ(Write(fh, 0, "closed bytes"), 0);
-  ASSERT_EQ(store().flush(fh), 0);
+  ASSERT_EQ(store().flush(fh, Me()), 0);
   Attr open;
   fh = Create(obj, "open", &open);
   ASSERT_EQ(Write(fh, 0, "still writing"), 0);
@@ -154,7 +154,7 @@ TEST_F(StoreRecoveryTest, AClosedReplaceWinsAtAReattach) {
   OpenFile writer;
   ASSERT_EQ(Replace(obj, "w", Me(), &writer), 0);
   ASSERT_EQ(Write(writer.fh, 0, "newer"), 0);
-  ASSERT_EQ(store().flush(writer.fh), 0);
+  ASSERT_EQ(store().flush(writer.fh, Me()), 0);
 
   ASSERT_EQ(Reopen(), 0);
   const Ino ino = InoOf(obj, "w", Other());
