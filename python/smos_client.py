@@ -59,6 +59,7 @@ import itertools
 import mmap
 import os
 import pickle
+import weakref
 
 import numpy as np
 
@@ -97,8 +98,11 @@ def entry_name(key):
 
 
 def _key_of(name):
-    """The key of an entry name: its seq for pushed (all-digit) names, else the name."""
-    return int(name) if name.isdigit() else name
+    """The key of an entry name: its seq for a pushed entry's name (SEQ_NAME_WIDTH digits),
+    else the name itself ("0", "7" and "frame" are names)."""
+    if len(name) == SEQ_NAME_WIDTH and name.isascii() and name.isdigit():
+        return int(name)
+    return name
 
 
 def _getx(path_or_fd, attr):
@@ -206,42 +210,55 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
                        ctypes.c_int, ctypes.c_long)
+_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_libc.msync.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 _MAP_FIXED = 0x10  # Linux, every architecture
+_MAP_FAILED = ctypes.c_void_p(-1).value
+_MS_SYNC = 4
 _PAGE = mmap.PAGESIZE
 
 
+def _libc_mmap(address, length, prot, flags, fd):
+    res = _libc.mmap(address, length, prot, flags, fd, 0)
+    if res is None or res == _MAP_FAILED:
+        e = ctypes.get_errno()
+        raise OSError(e, f"mmap: {os.strerror(e)}")
+    return res
+
+
 class _Mapping:
-    """One mmap of an entry's bytes, which can be retired while numpy views still use it."""
+    """One mmap of an entry's bytes, which can be retired while numpy views still use it.
+
+    Made with libc's mmap, not the mmap module: an mmap object keeps a duplicate of the
+    descriptor for as long as any view of it lives, which would hold the entry's lease (through
+    the mount) or its freed slot file (through the segment) after the handle's release.
+    """
 
     def __init__(self, fd, size, writable):
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-        self.map = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=prot)
         self.size = size
-        probe = np.frombuffer(self.map, dtype=np.uint8, count=1)
-        self.address = probe.__array_interface__["data"][0]
-        del probe
+        self.length = (size + _PAGE - 1) // _PAGE * _PAGE
+        self.address = _libc_mmap(None, size, prot, mmap.MAP_SHARED, fd)
+        pages = (ctypes.c_char * size).from_address(self.address)
+        # Unmapped once nothing uses the pages: neither this mapping nor a view.
+        weakref.finalize(pages, _libc.munmap, self.address, self.length)
+        view = memoryview(pages).cast("B")
+        self.map = view if writable else view.toreadonly()
 
     def flush(self):
-        self.map.flush()
+        if _libc.msync(self.address, self.length, _MS_SYNC) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"msync: {os.strerror(e)}")
 
     def retire(self):
-        """Unmaps, or if views still reference the mapping, swaps its pages for private zero
-        pages so that the views no longer touch the entry (or the slot's next entry)."""
-        m, self.map = self.map, None
-        if m is None:
+        """Swaps the mapping's pages for private zero pages, so that views that still use it
+        no longer touch the entry (or the slot's next entry), and the file is let go now."""
+        if self.map is None:
             return
-        try:
-            m.close()
-            return
-        except BufferError:
-            pass
-        length = (self.size + _PAGE - 1) // _PAGE * _PAGE
-        res = _libc.mmap(self.address, length, mmap.PROT_READ | mmap.PROT_WRITE,
-                         _MAP_FIXED | mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
-        if res is None or res == ctypes.c_void_p(-1).value:
-            e = ctypes.get_errno()
-            raise OSError(e, f"cannot retire a mapping: {os.strerror(e)}")
-        # `m` stays alive as long as the views do; its munmap then unmaps the zero pages.
+        # While self.map lives, so do the pages: nothing else can be mapped at the address.
+        _libc_mmap(self.address, self.length, mmap.PROT_READ | mmap.PROT_WRITE,
+                   _MAP_FIXED | mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1)
+        self.map = None
 
 
 class Handle:
@@ -270,6 +287,8 @@ class Handle:
     def name(self):
         """The entry's file name (a pushed or popped entry's seq, zero padded)."""
         if self._name is None:
+            if self.fd < 0:
+                raise ValueError(f"the handle is {self._state}: read its name before that")
             self._name = _getx(self.fd, X_NAME)
         return self._name
 
@@ -478,6 +497,8 @@ class Client:
         plus ``redundancy``; its block size (per track) the largest value. Returns the keys.
         """
         entries = list(data) if as_list and isinstance(data, list) else [data]
+        if not entries:
+            raise ValueError("put of an empty list: there is no entry to store")
         multi = [isinstance(e, list) for e in entries]
         if any(multi) and not all(multi) or len({len(e) for e in entries if isinstance(e, list)}) > 1:
             raise ValueError("entries have different numbers of tracks")
@@ -650,10 +671,16 @@ class Client:
         """Opens ``.push``, lets ``write(fd)`` fill the new entry, commits it, returns its key."""
         fd = os.open(os.path.join(self.object_path(name), PUSH), os.O_WRONLY | _O_CLOEXEC)
         try:
-            write(fd)
-            key = _key_of(_getx(fd, X_NAME))
-            _setx(fd, X_STATE, "idle")
-            return key
+            entry = _getx(fd, X_NAME)
+            try:
+                write(fd)
+                _setx(fd, X_STATE, "idle")
+            except BaseException:
+                # Its writer's unlink discards an entry still being written; a close would
+                # commit it, half written.
+                _unlink_quietly(os.path.join(self.object_path(name), entry))
+                raise
+            return _key_of(entry)
         finally:
             os.close(fd)
 
@@ -682,8 +709,12 @@ class Client:
                     _write_encoded(fd, _encode(data))
                 _setx(fd, X_STATE, "idle")
                 seq = int(_getx(fd, X_SEQ))
-            finally:
-                os.close(fd)
+            except BaseException:
+                _unlink_quietly(tmp_path)  # before the close, which would commit it
+                raise
+        finally:
+            os.close(fd)
+        try:
             os.rename(tmp_path, path)
         except BaseException:
             _unlink_quietly(tmp_path)

@@ -5,6 +5,7 @@ import errno
 import os
 import pickle
 import subprocess
+import time
 import unittest
 
 import numpy as np
@@ -19,6 +20,17 @@ def xattr(path, name):
         if e.errno == errno.ENODATA:
             return None
         raise
+
+
+def open_files():
+    """What this process's descriptors are open on."""
+    files = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            files.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:  # the listing's own descriptor
+            pass
+    return files
 
 
 class CreateRemoveObjectTest(MountedTestCase):
@@ -389,6 +401,74 @@ class PushPopTest(MountedTestCase):
 
     def test_pop_missing_object(self):
         self.assertRaises(FileNotFoundError, self.client.pop_from_object, "no_such_object")
+
+
+class FailureTest(MountedTestCase):
+    """A call that raises leaves nothing behind: no entry half written, no memory held."""
+
+    def assertEmpty(self, name):
+        self.assertEqual(self.client.list_entries(name), [])
+        hidden = set(os.listdir(self.path(name))) - {".push", ".pop", ".latest"}
+        self.assertEqual(hidden, set())  # no .tmp.* either
+        self.assertIsNone(self.client.pop_from_object(name, block=False))
+
+    def test_a_push_that_fails_publishes_nothing(self):
+        name = self.obj(max_capacity=4, block_size=1024)
+        self.assertErrno(errno.EFBIG, self.client.push_to_object, name, np.ones(1000, np.int32))
+        self.assertEmpty(name)
+        tracked = self.obj(tracks=[("a", np.int64, 4), ("b", np.float32, 2)])
+        self.assertRaises(ValueError, self.client.push_to_object, tracked, [np.arange(4)])
+        self.assertEmpty(tracked)
+
+    def test_a_write_entry_that_fails_publishes_nothing(self):
+        name = self.obj(block_size=1024)
+        self.client.write_entry(name, "w", np.arange(4))
+        self.assertErrno(errno.EFBIG, self.client.write_entry, name, "w", np.ones(1000, np.int32))
+        self.assertEqual(self.client.list_entries(name), ["w"])
+        with self.client.read_latest_from_object(name) as h:
+            np.testing.assert_array_equal(h.value, np.arange(4))
+
+    def test_a_view_kept_after_release_holds_no_memory(self):
+        for via in ("mount", "segment"):
+            with self.subTest(via=via):
+                client = smos_client.Client(self.mnt, via=via)
+                name = self.obj(max_capacity=1)
+                client.push_to_object(name, np.ones(1 << 20, np.uint8))
+                h = client.pop_from_object(name)
+                kept = h.value[:10]
+                h.release()
+                self.assertEqual(kept.sum(), 0, "a view after release reads zeros")
+                for _ in range(100):  # the release reaches the daemon after close() returns
+                    if xattr(self.path(name), "user.smos.bytes") == "0":
+                        break
+                    time.sleep(0.01)
+                self.assertEqual(xattr(self.path(name), "user.smos.bytes"), "0")
+                client.push_to_object(name, 1)  # its slot is free
+                self.assertFalse([f for f in open_files() if f.startswith(("/dev/shm/", self.mnt + "/"))])
+                del kept
+
+    def test_names_of_digits_are_names(self):
+        name = self.obj()
+        with open(self.path(name, "0"), "wb") as f:  # what `cp x obj/0` does
+            f.write(b"raw")
+        self.client.write_entry(name, "7", np.arange(3))
+        self.assertEqual(self.client.list_entries(name), ["0", "7"])
+        raw, seven = self.client.get(name)
+        np.testing.assert_array_equal(seven, np.arange(3))
+        self.assertEqual(bytes(raw), b"raw")
+        with self.client.read_from_object(name, "7") as h:
+            self.assertEqual(h.key, "7")
+
+    def test_the_name_of_a_released_handle_is_a_clear_error(self):
+        name = self.obj()
+        self.client.push_to_object(name, 1)
+        h = self.client.pop_from_object(name)
+        h.release()
+        self.assertRaises(ValueError, getattr, h, "name")
+
+    def test_put_of_an_empty_list(self):
+        self.assertRaises(ValueError, self.client.put, "empty_list", [], as_list=True)
+        self.assertFalse(os.path.exists(self.path("empty_list")))
 
 
 class ReadTest(MountedTestCase):
