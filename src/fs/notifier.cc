@@ -6,7 +6,8 @@
 
 namespace smos::fs {
 
-Notifier::Notifier(fuse_session* se) : se_(se), thread_([this] { run(); }) {}
+Notifier::Notifier(fuse_session* se, std::function<bool()> new_epoch)
+    : se_(se), new_epoch_(std::move(new_epoch)), thread_([this] { run(); }) {}
 
 Notifier::~Notifier() {
   {
@@ -31,15 +32,21 @@ void Notifier::run() {
   for (;;) {
     wake_.wait(lock, [this] { return stop_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stopping, with nothing left to send
-    Job job = std::move(queue_.front());
-    queue_.pop_front();
+    std::deque<Job> jobs;
+    jobs.swap(queue_);
     lock.unlock();
-    int err = fuse_lowlevel_notify_inval_entry(se_, job.parent, job.name.data(), job.name.size());
-    // ENOENT: the kernel did not cache it. ENOTCONN: unmounted under us.
-    if (err != 0 && err != -ENOENT && err != -ENOTCONN) {
-      spdlog::warn("invalidating {}/{}: {}", job.parent, job.name, err);
+    const bool epoch = new_epoch_();  // one for all of them
+    for (Job& job : jobs) {
+      if (!epoch) {
+        int err =
+            fuse_lowlevel_notify_inval_entry(se_, job.parent, job.name.data(), job.name.size());
+        // ENOENT: the kernel did not cache it. ENOTCONN: unmounted under us.
+        if (err != 0 && err != -ENOENT && err != -ENOTCONN) {
+          spdlog::warn("invalidating {}/{}: {}", job.parent, job.name, err);
+        }
+      }
+      if (job.then) job.then();
     }
-    if (job.then) job.then();
     lock.lock();
   }
 }

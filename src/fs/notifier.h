@@ -5,6 +5,12 @@
 // queued here and sent by one thread that holds no request. Correctness never waits for them:
 // an open through a stale name gets ESTALE and the kernel walks the path again; they only keep
 // stat(2) from showing a replaced or popped version for longer than a moment.
+//
+// Where the kernel knows epochs (6.16+), one new epoch stands for every name queued: the kernel
+// looks each cached name up again before its next use. That takes no lock. Dropping a name
+// (FUSE_NOTIFY_INVAL_ENTRY) takes its directory's, which a lookup that the daemon will never
+// answer (it was killed, or is stopping) can hold for good: the notifier would wait in the
+// kernel, unkillable, and keep the device, and with it every caller, from being let go.
 #pragma once
 
 #define FUSE_USE_VERSION 312
@@ -22,7 +28,9 @@ namespace smos::fs {
 
 class Notifier {
  public:
-  explicit Notifier(fuse_session* se);
+  // `new_epoch` asks the kernel for a new epoch: false where it cannot (then names are dropped
+  // one by one).
+  Notifier(fuse_session* se, std::function<bool()> new_epoch);
   ~Notifier();  // sends what is queued, then stops
   Notifier(const Notifier&) = delete;
   Notifier& operator=(const Notifier&) = delete;
@@ -36,6 +44,7 @@ class Notifier {
   void run();
 
   fuse_session* const se_;
+  const std::function<bool()> new_epoch_;
   std::mutex mu_;  // guards queue_ and stop_
   std::condition_variable wake_;
   struct Job {

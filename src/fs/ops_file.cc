@@ -207,23 +207,22 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   if (err != 0 || stale.parent == 0) return finish_flush(req, fi->fh, err, false);
   // Before close() returns, the closer's next open of the name must find the new version.
   // A new epoch (kernel 6.16+) has the kernel look up again every name it caches, or that a
-  // lookup answered before now is about to cache, before using it; the notifier then drops
-  // the name itself, and the reply waits for nothing. Without epochs, the reply waits until
-  // the name is dropped. That waits for the directory's lock, which a lookup in flight may
-  // hold until a thread serves it, so it is the notifier's thread that waits and replies.
+  // lookup answered before now is about to cache, before using it, and the reply waits for
+  // nothing. Without epochs, the reply waits until the name is dropped. That waits for the
+  // directory's lock, which a lookup in flight may hold until a thread serves it, so it is the
+  // notifier's thread that waits and replies.
   Context* context = static_cast<Context*>(fuse_req_userdata(req));
   Notifier* notifier = context->notifier;
-  const bool epoch = context->channel.bump_epoch(fuse_session_fd(context->session));
-  if (notifier == nullptr) {  // unmounting
+  if (!context->channel.bump_epoch(fuse_session_fd(context->session))) {
+    if (notifier != nullptr) {
+      const std::uint64_t fh = fi->fh;
+      notifier->invalidate_entry(stale.parent, std::move(stale.name),
+                                 [req, fh] { finish_flush(req, fh, 0, true); });
+      return;
+    }
+    // Unmounting: no other thread is left to do it.
     fuse_lowlevel_notify_inval_entry(context->session, stale.parent, stale.name.data(),
                                      stale.name.size());
-  } else if (!epoch) {
-    const std::uint64_t fh = fi->fh;
-    notifier->invalidate_entry(stale.parent, std::move(stale.name),
-                               [req, fh] { finish_flush(req, fh, 0, true); });
-    return;
-  } else {
-    notifier->invalidate_entry(stale.parent, std::move(stale.name));
   }
   finish_flush(req, fi->fh, err, true);
 }

@@ -39,7 +39,7 @@ pid_t thread_group_of(pid_t tid) {
   };
   static std::mutex mu;
   static std::unordered_map<pid_t, Known> known;
-  const std::int64_t now = now_ns();
+  const std::int64_t now = monotonic_ns();
   {
     std::lock_guard lock(mu);
     if (auto it = known.find(tid); it != known.end() && it->second.until > now) {
@@ -61,10 +61,16 @@ bool thread_exists(pid_t tid) {
   return ::access(path, F_OK) == 0;
 }
 
-std::int64_t now_ns() {
+namespace {
+std::int64_t clock_ns(clockid_t clock) {
   timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
+  clock_gettime(clock, &ts);
   return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
+}  // namespace
+
+std::int64_t now_ns() { return clock_ns(CLOCK_REALTIME); }
+
+std::int64_t monotonic_ns() { return clock_ns(CLOCK_MONOTONIC); }
 
 }  // namespace smos::os

@@ -15,7 +15,9 @@ bool is_own_thread(pid_t tid);
 // Whether a thread of this id still exists.
 bool thread_exists(pid_t tid);
 
-// Wall-clock time in nanoseconds since the epoch.
+// Wall-clock time in nanoseconds since the epoch: for timestamps that users see.
 std::int64_t now_ns();
+// Nanoseconds of a clock that never steps: for timeouts and ages.
+std::int64_t monotonic_ns();
 
 }  // namespace smos::os

@@ -84,12 +84,12 @@ int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t 
   sync_segment_owner(e);
   ort.entries++;
   ort.pending.emplace(std::string(name), e);
-  orec.entries_created++;
   inodes_.emplace(r.ino, Ref{false, e});
   if (!ort.tracks.empty()) {
     // A typed entry is born at its full, zero-filled size.
     if (int err = resize(e, orec.block_size); err != 0) return abandon_new_entry(e, err);
   }
+  orec.entries_created++;  // from now on, the object's layout is fixed
   *out = e;
   return 0;
 }
@@ -306,7 +306,14 @@ int Store::create(Ino parent, std::string_view name, mode_t mode, int flags,
   }
   // The name appeared between the kernel's lookup and this create, and is not replaced here:
   // an ordinary open.
-  return open(attr->ino, flags & ~(O_CREAT | O_EXCL), caller, out);
+  if (int err = open(attr->ino, flags & ~(O_CREAT | O_EXCL), caller, out); err != 0) return err;
+  // The create reply makes the kernel take a reference, as a lookup's does. The handle just
+  // opened keeps the entry known.
+  Guard guard(*this);
+  if (const Ref* ref = find(attr->ino); ref != nullptr && !ref->is_object) {
+    entry_rt_[ref->index].lookups++;
+  }
+  return 0;
 }
 
 bool Store::pops(Ino ino) {
@@ -405,6 +412,7 @@ int Store::begin_replace(std::uint32_t old, const Caller& caller) {
     return err;
   }
   entry_rt_[fresh].redirect_tid = caller.pid;
+  entry_rt_[fresh].redirect_at = os::monotonic_ns();
   return ESTALE;
 }
 
@@ -421,18 +429,18 @@ namespace {
 // entry in a full object, rmdir) or at the next replace in the object.
 constexpr std::int64_t kRedirectLifetimeNs = 5'000'000'000;
 
-bool expired(const layout::EntryRecord& r, std::int64_t now) {
-  return now - r.times.ctime_ns > kRedirectLifetimeNs;
+bool expired(std::int64_t redirect_at, std::int64_t now) {
+  return now - redirect_at > kRedirectLifetimeNs;
 }
 }  // namespace
 
 std::optional<std::uint32_t> Store::own_redirect(std::uint32_t o, std::string_view name,
                                                  const Caller& caller) const {
-  const std::int64_t now = os::now_ns();
+  const std::int64_t now = os::monotonic_ns();
   auto [first, last] = object_rt_[o].pending.equal_range(name);
   for (auto it = first; it != last; ++it) {
-    if (entry_rt_[it->second].redirect_tid == caller.pid &&
-        !expired(meta_->entry(it->second), now)) {
+    const EntryRt& rt = entry_rt_[it->second];
+    if (rt.redirect_tid == caller.pid && !expired(rt.redirect_at, now)) {
       return it->second;
     }
   }
@@ -440,11 +448,12 @@ std::optional<std::uint32_t> Store::own_redirect(std::uint32_t o, std::string_vi
 }
 
 void Store::drop_stale_redirects(std::uint32_t o, bool check_threads) {
-  const std::int64_t now = os::now_ns();
+  const std::int64_t now = os::monotonic_ns();
   std::vector<std::uint32_t> stale;
   for (const auto& [name, e] : object_rt_[o].pending) {
     const pid_t tid = entry_rt_[e].redirect_tid;
-    if (tid != 0 && (expired(ent(e), now) || (check_threads && !os::thread_exists(tid)))) {
+    if (tid != 0 && (expired(entry_rt_[e].redirect_at, now) ||
+                     (check_threads && !os::thread_exists(tid)))) {
       stale.push_back(e);
     }
   }

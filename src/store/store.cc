@@ -215,6 +215,9 @@ bool Store::may_write(const layout::EntryRecord& r, const Caller& caller) {
 
 bool Store::is_writer(std::uint32_t e, const Caller& caller) const {
   const pid_t tgid = entry_rt_[e].writer_tgid;
+  // 0: made by a process outside smosd's pid namespace, which FUSE cannot name. Nobody can be
+  // told from its other callers, so nobody is its writer by name: its descriptors still are.
+  if (tgid == 0) return false;
   return caller.pid == tgid || os::thread_group_of(caller.pid) == tgid;
 }
 
@@ -329,7 +332,7 @@ void Store::name_changed(std::uint32_t o, std::uint32_t old) {
 int Store::send_back(std::uint32_t o, const Caller& caller) {
   auto& sent = object_rt_[o].sent_back;
   if (sent.size() >= 1024) sent.clear();  // threads that never came back
-  sent[caller.pid] = os::now_ns();
+  sent[caller.pid] = os::monotonic_ns();
   return ESTALE;
 }
 
@@ -338,7 +341,7 @@ bool Store::came_back(std::uint32_t o, const Caller& caller) {
   auto& sent = object_rt_[o].sent_back;
   auto it = sent.find(caller.pid);
   if (it == sent.end()) return false;
-  const bool recent = os::now_ns() - it->second < kRetryWindowNs;
+  const bool recent = os::monotonic_ns() - it->second < kRetryWindowNs;
   sent.erase(it);
   return recent;
 }

@@ -263,6 +263,7 @@ class Store {
     bool replaced = false;      // a zombie because a newer version took its name
     std::uint64_t closed_at = 0;  // closes_ when a writer last closed it, or it committed
     pid_t redirect_tid = 0;     // a replace this thread has yet to open (see begin_replace())
+    std::int64_t redirect_at = 0;  // when, by os::monotonic_ns()
     std::uint32_t cached_readers = 0;  // read handles of its own inode without passthrough
     std::uint32_t aliases = 0;         // .latest aliases bound to it: it lives while they do
     int backing_id = 0;                // registered as a backing file, or 0

@@ -202,5 +202,16 @@ TEST_F(StoreBlockSizeTest, TruncateBacksTheBytesWithMemory) {
   EXPECT_EQ(store().stats().memory_used, 4096u);
 }
 
+TEST_F(StoreBlockSizeTest, AnEntryThatCouldNotBeMadeLeavesTheLayoutOpenToChange) {
+  // A typed entry is born at full size: one larger than the budget is never made.
+  Ino typed = MakeObject("typed", {{xattr::kTracks, "a:uint8:100000000"}});
+  Attr attr;
+  OpenFile file;
+  EXPECT_EQ(store().create(typed, "e", 0644, O_CREAT | O_WRONLY, Me(), &attr, &file), ENOSPC);
+  EXPECT_EQ(SetXattr(typed, xattr::kTracks, "a:uint8:1000"), 0) << "no entry was ever made";
+  EXPECT_EQ(SetXattr(typed, xattr::kCapacity, "2"), 0);
+  EXPECT_EQ(store().stats().memory_used, 0u);
+}
+
 }  // namespace
 }  // namespace smos::test

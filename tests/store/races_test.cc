@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <string>
+#include <vector>
 
 #include "store_fixture.h"
 
@@ -120,6 +121,27 @@ TEST_F(StoreRacesTest, ACreateOfANameCommittedSinceItsLookupReplacesIt) {
   const Caller stranger{4242, 4242, Me().pid};
   EXPECT_EQ(store().create(obj, "n", 0644, O_CREAT | O_WRONLY | O_TRUNC, stranger, &attr, &writer),
             ESTALE);
+}
+
+// A create that finds the name committed, and opens it, answers with its inode: the kernel
+// takes a reference as for a lookup, so a later replace tells the kernel to drop the name.
+TEST_F(StoreRacesTest, ACreateThatOpensACommittedNameCountsTheKernelsReference) {
+  const Ino obj = MakeObject("o");
+  const Ino committed = Put(obj, "n", "first");  // the fixture drops its references
+  std::vector<std::string> told;
+  store().set_name_listener([&](Ino parent, const std::string& name) {
+    if (parent == obj) told.push_back(name);
+  });
+  Attr attr;
+  OpenFile reader;
+  ASSERT_EQ(store().create(obj, "n", 0644, O_CREAT | O_RDONLY, Me(), &attr, &reader), 0);
+  EXPECT_EQ(attr.ino, committed);
+  ASSERT_EQ(store().release(reader.fh), 0);
+  PutByOther(obj, "n", "second");
+  EXPECT_EQ(told, std::vector<std::string>{"n"});
+  store().set_name_listener(nullptr);
+  store().forget(committed, 1);  // the kernel lets the old version go
+  EXPECT_TRUE(Gone(committed));
 }
 
 // A redirect waits for its thread's retry; a thread that died before it holds no room.
