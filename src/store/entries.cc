@@ -526,12 +526,12 @@ int Store::prepare_write(std::uint64_t fh, std::uint64_t offset, std::size_t siz
   layout::EntryRecord& r = ent(e);
   if (r.state != EntryState::kWrite) return EPERM;
   const std::uint64_t limit = obj(r.object).block_size;
-  if (offset >= limit) return EFBIG;
+  if (offset >= limit) return wrote(e, EFBIG);
   const std::uint64_t length = std::min<std::uint64_t>(size, limit - offset);
   if (offset + length > r.size) {
     // The write itself backs [offset, offset + length): a tmpfs write allocates its pages or
     // fails whole. Only a gap before it needs reserving.
-    if (int err = resize(e, offset + length, offset); err != 0) return err;
+    if (int err = resize(e, offset + length, offset); err != 0) return wrote(e, err);
   }
   ent(e).flags &= ~layout::kEntryClosed;
   EntryRt& rt = entry_rt_[e];
@@ -547,6 +547,7 @@ void Store::write_done(std::uint64_t fh, bool whole) {
   const Handle* h;
   if (entry_of_handle(fh, &h) != 0) return;
   EntryRt& rt = entry_rt_[h->entry];
+  wrote(h->entry, whole ? 0 : EIO);
   if (!whole) rt.short_write = true;
   if (--rt.writes_in_flight > 0) return;
   writes_done_.notify_all();
@@ -560,6 +561,22 @@ void Store::write_done(std::uint64_t fh, bool whole) {
   bytes_used_ -= lost;
   object_rt_[r.object].bytes -= lost;
   r.size = static_cast<std::uint64_t>(length);
+}
+
+int Store::wrote(std::uint32_t e, int err) {
+  if (err == 0) {
+    ent(e).flags &= ~layout::kEntryFailed;
+  } else {
+    ent(e).flags |= layout::kEntryFailed;
+  }
+  return err;
+}
+
+bool Store::failed(std::uint32_t e) const {
+  const layout::EntryRecord& r = meta_->entry(e);
+  if ((r.flags & layout::kEntryFailed) == 0) return false;
+  // A pushed entry reserved its seq at open; a named one takes its seq at commit.
+  return r.seq != 0 || object_rt_[r.object].committed.contains(name_of(r.name));
 }
 
 void Store::await_writes(Guard& guard,
@@ -598,7 +615,7 @@ int Store::flush(std::uint64_t fh, const Caller& closer, StaleName* stale) {
   // `cmd > .push` closes a duplicate descriptor before cmd writes, and that close must not
   // commit it empty. Nor may the close of a descriptor that a child process inherited (a
   // fork, a pipeline's other commands), while its writer goes on writing.
-  if (entry_rt_[h->entry].pushed && entry_rt_[h->entry].written &&
+  if (entry_rt_[h->entry].pushed && entry_rt_[h->entry].written && !failed(h->entry) &&
       obj(r.object).commit == CommitMode::kClose && is_writer(h->entry, closer)) {
     commit(h->entry);
     return 0;
@@ -637,7 +654,7 @@ int Store::release(std::uint64_t fh) {
     // An idle entry may be what a blocked pop is waiting for.
     if (--rt.readers == 0 && r.state == EntryState::kCommitted) serve_pop_waiters(r.object);
   } else if (--rt.writers == 0 && r.state == EntryState::kWrite) {
-    if (obj(r.object).commit == CommitMode::kClose) {
+    if (obj(r.object).commit == CommitMode::kClose && !failed(h.entry)) {
       if (entry_rt_[h.entry].pushed) {
         commit(h.entry);
       } else {
@@ -657,7 +674,8 @@ int Store::release(std::uint64_t fh) {
         commit(h.entry);
       }
     } else {
-      // Explicit mode: the writer left without committing, so the entry never existed.
+      // Explicit mode, or a write failed: the writer left without committing, so the entry
+      // never existed (a replace leaves the name to the version it was to replace).
       drop_pending(h.entry);
       retire(h.entry);
       return 0;

@@ -148,6 +148,10 @@ void Store::recover() {
             [this](auto a, auto b) { return ent(a).ino < ent(b).ino; });
   for (std::uint32_t e : closed_writes) {
     layout::EntryRecord& r = ent(e);
+    if (failed(e)) {  // as its release would have
+      discard_record(e);
+      continue;
+    }
     ObjectRt& ort = object_rt_[r.object];
     ort.entries++;
     ort.bytes += r.size;
@@ -409,9 +413,9 @@ int Store::setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> 
     if (!entry) return EISDIR;
     layout::EntryRecord& r = ent(*entry);
     if (r.state != EntryState::kWrite || (!fh && !is_writer(*entry, caller))) return EPERM;
-    if (*change.size > obj(r.object).block_size) return EFBIG;
+    if (*change.size > obj(r.object).block_size) return wrote(*entry, EFBIG);
     if (!object_rt_[r.object].tracks.empty() && *change.size != r.size) return EINVAL;
-    if (int err = resize(*entry, *change.size); err != 0) return err;
+    if (int err = wrote(*entry, resize(*entry, *change.size)); err != 0) return err;
     ent(*entry).flags &= ~layout::kEntryClosed;
     entry_rt_[*entry].written = true;
     touch(r.times, true);

@@ -247,6 +247,28 @@ class PushTest(MountedTestCase):
         with open(os.path.join(p, name), "rb") as f:
             self.assertEqual(f.read(), bytes(range(256)) * 8)
 
+    def test_a_push_whose_write_fails_is_not_committed(self):
+        p = self.path(self.obj(block_size=1024))
+        shell = subprocess.run(f"head -c 4096 /dev/zero > {p}/.push", shell=True,
+                               stderr=subprocess.PIPE)
+        self.assertNotEqual(shell.returncode, 0)
+        self.assertIn(b"too large", shell.stderr)  # EFBIG
+        self.assertEqual(entries(p), [])
+        self.assertEqual(xattr(p, "user.smos.bytes"), "0")
+
+    def test_a_cp_that_fails_leaves_the_old_version(self):
+        p = self.path(self.obj(block_size=1024))
+        with open(os.path.join(p, "e"), "wb") as f:
+            f.write(b"old")
+        with tempfile.NamedTemporaryFile() as big:
+            big.write(b"n" * 4096)
+            big.flush()
+            cp = subprocess.run(["cp", big.name, os.path.join(p, "e")], stderr=subprocess.PIPE)
+        self.assertNotEqual(cp.returncode, 0)
+        with open(os.path.join(p, "e"), "rb") as f:
+            self.assertEqual(f.read(), b"old")
+        self.assertEqual(entries(p), ["e"])
+
     def test_fd_is_the_entry(self):
         p = self.path(self.obj())
         fd = os.open(os.path.join(p, ".push"), os.O_RDWR)

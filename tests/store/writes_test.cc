@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 
+#include "smos/control.h"
 #include "smos/xattr.h"
 #include "store_fixture.h"
 
@@ -116,6 +117,101 @@ TEST_F(StoreWritesTest, ACommitWaitsForAWriteInFlight) {
   EXPECT_EQ(Xattr(attr_.ino, xattr::kState), "idle");
   EXPECT_EQ(ContentsOf(attr_.ino, Me()), "abcd");
   ASSERT_EQ(store().release(fh_), 0);
+}
+
+// A close does not commit a replace or a push whose last write or truncate failed: `cp big
+// obj/e` that fails with EFBIG or ENOSPC must not put a truncated copy in the place of a whole
+// one, nor `cat big > obj/.push` queue a truncated message. A new named entry keeps what was
+// accepted, as a file would.
+class StoreFailedWritesTest : public StoreTest {
+ protected:
+  StoreOptions Options() const override {
+    StoreOptions o = StoreTest::Options();
+    o.default_block_size = 8192;
+    return o;
+  }
+  void SetUp() override {
+    StoreTest::SetUp();
+    obj_ = MakeObject("o");
+  }
+  // Writes `bytes`, then fails a write at the block size, as `cp` of a larger file does.
+  void WriteThenFail(std::uint64_t fh, std::string_view bytes) {
+    ASSERT_EQ(Write(fh, 0, bytes), 0);
+    EXPECT_EQ(Write(fh, 8192, "y"), EFBIG);
+  }
+  Ino obj_ = 0;
+};
+
+TEST_F(StoreFailedWritesTest, ANewEntryKeepsWhatWasAccepted) {
+  const std::uint64_t fh = Create(obj_, "e");
+  WriteThenFail(fh, "accepted");
+  ASSERT_EQ(store().flush(fh, Me()), 0);
+  ASSERT_EQ(store().release(fh), 0);
+  EXPECT_EQ(ContentsOf(InoOf(obj_, "e", Other()), Other()), "accepted");
+}
+
+TEST_F(StoreFailedWritesTest, AFailedReplaceLeavesTheOldVersion) {
+  const Ino old = Put(obj_, "e", "old");
+  OpenFile writer;
+  ASSERT_EQ(Replace(obj_, "e", Me(), &writer), 0);
+  WriteThenFail(writer.fh, "new");
+  ASSERT_EQ(store().release(writer.fh), 0);
+  EXPECT_EQ(InoOf(obj_, "e", Other()), old);
+  EXPECT_EQ(ContentsOf(old, Other()), "old");
+  EXPECT_EQ(store().stats().memory_used, 3u);
+
+  // The same when the failure was a truncate.
+  ASSERT_EQ(Replace(obj_, "e", Me(), &writer), 0);
+  SetAttr grow;
+  grow.size = 1 << 20;
+  Attr out;
+  EXPECT_EQ(store().setattr(InoOf(obj_, "e", Me()), grow, writer.fh, Me(), &out), EFBIG);
+  ASSERT_EQ(store().release(writer.fh), 0);
+  EXPECT_EQ(InoOf(obj_, "e", Other()), old);
+}
+
+TEST_F(StoreFailedWritesTest, AReplaceWhoseWriterCarriedOnAfterTheErrorCommits) {
+  Put(obj_, "e", "old");
+  OpenFile writer;
+  ASSERT_EQ(Replace(obj_, "e", Me(), &writer), 0);
+  WriteThenFail(writer.fh, "new");
+  ASSERT_EQ(Write(writer.fh, 3, "er"), 0);  // it dealt with the error
+  ASSERT_EQ(store().release(writer.fh), 0);
+  EXPECT_EQ(ContentsOf(InoOf(obj_, "e", Other()), Other()), "newer");
+}
+
+TEST_F(StoreFailedWritesTest, AFailedPushIsNotQueued) {
+  Attr ticket;
+  ASSERT_EQ(store().lookup(obj_, control::kPush, Me(), &ticket), 0);
+  OpenFile push;
+  ASSERT_EQ(store().open(ticket.ino, O_WRONLY, Me(), &push), 0);
+  WriteThenFail(push.fh, "part of a message");
+  ASSERT_EQ(store().flush(push.fh, Me()), 0);
+  ASSERT_EQ(store().release(push.fh), 0);
+  EXPECT_EQ(Listing(obj_), Names{});
+  EXPECT_EQ(store().stats().memory_used, 0u);
+}
+
+TEST_F(StoreFailedWritesTest, AFailedReplaceIsNotCommittedByARestart) {
+  const Ino old = Put(obj_, "e", "old");
+  OpenFile writer;
+  ASSERT_EQ(Replace(obj_, "e", Me(), &writer), 0);
+  WriteThenFail(writer.fh, "new");
+  ASSERT_EQ(store().flush(writer.fh, Me()), 0);  // closed; the daemon dies before the release
+  ASSERT_EQ(Reopen(), 0);
+  EXPECT_EQ(InoOf(obj_, "e", Other()), old);
+  EXPECT_EQ(ContentsOf(old, Other()), "old");
+}
+
+TEST_F(StoreFailedWritesTest, AnExplicitCommitStillPublishesIt) {
+  Put(obj_, "e", "old");
+  OpenFile writer;
+  Ino ino = 0;
+  ASSERT_EQ(Replace(obj_, "e", Me(), &writer, &ino), 0);
+  WriteThenFail(writer.fh, "part");
+  ASSERT_EQ(SetXattr(ino, xattr::kState, "idle"), 0);  // its writer knows better
+  ASSERT_EQ(store().release(writer.fh), 0);
+  EXPECT_EQ(ContentsOf(InoOf(obj_, "e", Other()), Other()), "part");
 }
 
 }  // namespace
