@@ -164,11 +164,15 @@ void setup_logging(const Options& opts) {
   }
   logger->set_level(spdlog::level::from_str(opts.log_level));
   spdlog::set_default_logger(logger);
-  // libfuse's own messages join ours.
+  // libfuse's own messages join ours. It writes some lines in pieces: they are logged whole.
   fuse_set_log_func([](fuse_log_level level, const char* fmt, va_list ap) {
-    char line[1024];
-    std::vsnprintf(line, sizeof line, fmt, ap);
-    std::string text(line);
+    thread_local std::string pending;
+    char piece[1024];
+    std::vsnprintf(piece, sizeof piece, fmt, ap);
+    pending += piece;
+    if (pending.empty() || pending.back() != '\n') return;
+    std::string text;
+    text.swap(pending);
     while (!text.empty() && text.back() == '\n') text.pop_back();
     switch (level) {
       case FUSE_LOG_EMERG: case FUSE_LOG_ALERT: case FUSE_LOG_CRIT: case FUSE_LOG_ERR:
@@ -217,21 +221,47 @@ bool prepare_mountpoint(const std::string& path) {
   return false;
 }
 
-int serve(const Options& opts, smos::Store& store) {
-  std::vector<std::string> words = {"smosd", "-o",
-                                    "default_permissions,fsname=smos:" + opts.store.name + ",subtype=smos"};
-  if (!opts.fuse_options.empty()) words.insert(words.end(), {"-o", opts.fuse_options});
-  if (opts.debug) words.push_back("-d");
-  std::vector<char*> argv;
-  for (auto& w : words) argv.push_back(w.data());
-  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+// The arguments smosd gives libfuse: its own mount options, then the user's.
+class FuseArgs {
+ public:
+  explicit FuseArgs(const Options& opts)
+      : words_{"smosd", "-o",
+               "default_permissions,fsname=smos:" + opts.store.name + ",subtype=smos"} {
+    if (!opts.fuse_options.empty()) words_.insert(words_.end(), {"-o", opts.fuse_options});
+    if (opts.debug) words_.push_back("-d");
+    for (auto& w : words_) argv_.push_back(w.data());
+    args_ = FUSE_ARGS_INIT(static_cast<int>(argv_.size()), argv_.data());
+  }
+  ~FuseArgs() { fuse_opt_free_args(&args_); }
+  FuseArgs(const FuseArgs&) = delete;
+  FuseArgs& operator=(const FuseArgs&) = delete;
+  fuse_args* get() { return &args_; }
 
+ private:
+  std::vector<std::string> words_;
+  std::vector<char*> argv_;
+  fuse_args args_;
+};
+
+// Whether libfuse takes the -o options. Asked before the store is opened, which --reset
+// empties: bad options must change nothing.
+bool fuse_options_valid(const Options& opts) {
+  FuseArgs args(opts);
+  const fuse_lowlevel_ops none{};
+  fuse_session* se = fuse_session_new(args.get(), &none, sizeof none, nullptr);
+  if (se == nullptr) return false;
+  fuse_session_destroy(se);
+  return true;
+}
+
+int serve(const Options& opts, smos::Store& store) {
+  FuseArgs args(opts);
   smos::fs::Context context{&store, nullptr, smos::os::FuseChannel(opts.passthrough, opts.io_uring, opts.epochs)};
   const fuse_lowlevel_ops& ops = smos::fs::operations();
-  fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &context);
+  fuse_session* se = fuse_session_new(args.get(), &ops, sizeof ops, &context);
   if (se == nullptr) {
-    spdlog::error("bad FUSE options: {}", opts.fuse_options);
-    return 2;
+    spdlog::error("cannot start a FUSE session");
+    return 1;
   }
   context.session = se;
   int rc = 1;
@@ -271,7 +301,6 @@ int serve(const Options& opts, smos::Store& store) {
     fuse_remove_signal_handlers(se);
   }
   fuse_session_destroy(se);
-  fuse_opt_free_args(&args);
   return rc;
 }
 
@@ -281,6 +310,10 @@ int main(int argc, char** argv) {
   Options opts = parse_options(argc, argv);
   setup_logging(opts);
   raise_fd_limit(opts.store.max_entries + 256);
+  if (!fuse_options_valid(opts)) {
+    spdlog::error("bad FUSE options: {} (libfuse says why above)", opts.fuse_options);
+    return 2;
+  }
   if (!prepare_mountpoint(opts.mountpoint)) return 1;
 
   std::unique_ptr<smos::Store> store;

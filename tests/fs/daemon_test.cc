@@ -142,6 +142,21 @@ INSTANTIATE_TEST_SUITE_P(Options, BadOptionTest,
                            return ParamName(info, info.param);
                          });
 
+TEST_F(DaemonTest, BadFuseOptionsChangeNothing) {
+  ASSERT_TRUE(smosd_.Start());
+  ASSERT_EQ(ErrOf(::mkdir(smosd_.Path("obj").c_str(), 0755)), kOk);
+  ASSERT_EQ(WriteFile(smosd_.Path("obj/e"), "kept"), kOk);
+  ASSERT_EQ(smosd_.Stop(), 0);
+  // Refused before the store is opened: --reset does not empty it.
+  EXPECT_EQ(smosd_.RunToExit({"-f", "--reset", "--store=" + smosd_.store(), "-o",
+                              "no_such_option", smosd_.mountpoint()}),
+            2);
+  EXPECT_NE(smosd_.Log().find("unknown option(s): `-o no_such_option'"), std::string::npos)
+      << "libfuse's message, in one line: " << smosd_.Log();
+  ASSERT_TRUE(smosd_.Start({}, /*reset=*/false));
+  EXPECT_EQ(ReadFile(smosd_.Path("obj/e")), "kept");
+}
+
 TEST_F(DaemonTest, AMissingMountpointExitsWithTwo) {
   EXPECT_EQ(smosd_.RunToExit({"-f", "--store=" + smosd_.store()}), 2);
 }
