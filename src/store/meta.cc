@@ -91,6 +91,10 @@ int MetaSegment::attach(const std::string& name, std::string* message) {
     *message = "cannot attach to " + path + ": " + e.what() + reset;
     return EIO;
   }
+  if (head.size < segment_.get_size()) {  // cut short: its tables are not all there
+    *message = path + " is shorter than the store it holds" + reset;
+    return EINVAL;
+  }
   header_ = segment_.find<layout::StoreHeader>(kHeaderName).first;
   if (header_ == nullptr || header_->magic != layout::kMagic ||
       header_->header_size != sizeof(layout::StoreHeader)) {

@@ -89,6 +89,18 @@ TEST_F(StoreDamageTest, AHalfMadeMetaFileIsRefusedNotWaitedOn) {
   ASSERT_EQ(Reopen(/*reset=*/true), 0) << "--reset starts afresh";
 }
 
+TEST_F(StoreDamageTest, ATruncatedMetaFileIsRefused) {
+  Put(MakeObject("o"), "e", "x");
+  Close();
+  for (off_t size : {4096, 65536, 1 << 20}) {
+    SCOPED_TRACE("truncated to " + std::to_string(size));
+    ASSERT_EQ(truncate(MetaPath().c_str(), size), 0);
+    std::string message;
+    EXPECT_EQ(Open(&message), EINVAL);
+    EXPECT_NE(message.find("--reset"), std::string::npos) << message;
+  }
+}
+
 TEST_F(StoreDamageTest, StoreFilesThatOthersMayWriteAreRefused) {
   Put(MakeObject("o"), "e", "kept");
   Close();
