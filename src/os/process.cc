@@ -1,8 +1,12 @@
 #include "os/process.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -59,6 +63,25 @@ bool thread_exists(pid_t tid) {
   char path[32];
   std::snprintf(path, sizeof path, "/proc/%d", static_cast<int>(tid));
   return ::access(path, F_OK) == 0;
+}
+
+int probe_in_child(const std::function<int()>& probe, int timeout_ms) {
+  const pid_t child = ::fork();
+  if (child < 0) return probe();  // no child to spare: take the risk here
+  if (child == 0) {
+    const rlimit no_core{0, 0};  // a crash is the expected way to fail
+    ::setrlimit(RLIMIT_CORE, &no_core);
+    ::_exit(probe() & 0x7f);
+  }
+  int status = 0;
+  for (int waited = 0;; ++waited) {
+    const pid_t done = ::waitpid(child, &status, WNOHANG);
+    if (done == child) break;
+    if (done < 0 && errno != EINTR) return -1;
+    if (waited == timeout_ms) ::kill(child, SIGKILL);  // a loop is as bad as a crash
+    ::usleep(1000);
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 namespace {

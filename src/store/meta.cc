@@ -23,7 +23,7 @@ constexpr std::size_t kAlign = 64;
 // Room for the segment manager's own bookkeeping next to our tables.
 constexpr std::size_t kManagerSlack = 64 * 1024;
 // The first word of a managed segment is Boost's state of it (managed_open_or_create_impl.hpp:
-// uninitialized, initializing, initialized, corrupted); the segment is usable once it is 2.
+// 0 uninitialized, 1 initializing, 2 initialized, 3 corrupted); usable once it is 2.
 constexpr std::uint32_t kBoostInitialized = 2;
 
 std::size_t round_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
@@ -80,8 +80,34 @@ int MetaSegment::attach(const std::string& name, std::string* message) {
     *message = "refusing " + path + ": " + why + reset;
     return err;
   }
-  if (head.size < kManagerSlack || head.first_word != kBoostInitialized) {
+  if (head.size == 0 || head.first_word < kBoostInitialized) {
     *message = path + " was left half-made (a smosd stopped while it created the store)" + reset;
+    return EINVAL;
+  }
+  if (head.size < kManagerSlack || head.first_word != kBoostInitialized) {
+    *message = path + " is not an smos store (damaged, or cut short)" + reset;
+    return EINVAL;
+  }
+  // Boost walks its own bookkeeping (written once, when the store was made) without checks,
+  // so damage there, or a file cut short, would crash the daemon: a child walks it first.
+  // Neither takes the segment's mutex (find_no_lock): the store's flock already keeps other
+  // daemons out, and that mutex, damaged or held by a daemon killed in find(), could wait
+  // for good.
+  constexpr int kCutShort = 2;
+  const int probed = os::probe_in_child([&] {
+    try {
+      bip::managed_shared_memory probe(bip::open_read_only, meta_name(name).c_str());
+      if (head.size < probe.get_size()) return kCutShort;
+      probe.find_no_lock<layout::StoreHeader>(kHeaderName);
+      return 0;
+    } catch (const std::exception&) {
+      return 0;  // the attach below says what is wrong
+    }
+  }, /*timeout_ms=*/10'000);
+  if (probed != 0) {
+    *message = path + (probed == kCutShort ? " is shorter than the store it holds"
+                                           : " has damaged bookkeeping (it crashed or hung a reader)") +
+               reset;
     return EINVAL;
   }
   try {
@@ -91,11 +117,7 @@ int MetaSegment::attach(const std::string& name, std::string* message) {
     *message = "cannot attach to " + path + ": " + e.what() + reset;
     return EIO;
   }
-  if (head.size < segment_.get_size()) {  // cut short: its tables are not all there
-    *message = path + " is shorter than the store it holds" + reset;
-    return EINVAL;
-  }
-  header_ = segment_.find<layout::StoreHeader>(kHeaderName).first;
+  header_ = segment_.find_no_lock<layout::StoreHeader>(kHeaderName).first;
   if (header_ == nullptr || header_->magic != layout::kMagic ||
       header_->header_size != sizeof(layout::StoreHeader)) {
     *message = path + " is not an smos store" + reset;

@@ -1,5 +1,6 @@
 // A store file that a crash tore, or that is not ours: the daemon refuses it with a message, or
 // recovers what is whole. It never crashes, hangs or reads outside the segment.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -87,6 +88,25 @@ TEST_F(StoreDamageTest, AHalfMadeMetaFileIsRefusedNotWaitedOn) {
   EXPECT_NE(message.find("half-made"), std::string::npos) << message;
 
   ASSERT_EQ(Reopen(/*reset=*/true), 0) << "--reset starts afresh";
+}
+
+TEST_F(StoreDamageTest, DamagedBoostBookkeepingIsRefused) {
+  // Boost's own records of the segment come first in the file; damage there crashed or hung
+  // the daemon in find() before it could say anything.
+  for (const auto& [offset, fill] : {std::pair{132, 0xff}, {104, 0x00}, {154, 0xff}}) {
+    SCOPED_TRACE("bytes " + std::to_string(offset) + ".. set to " + std::to_string(fill));
+    ASSERT_EQ(Reopen(/*reset=*/true), 0);
+    Put(MakeObject("o"), "e", "x");
+    Close();
+    const int fd = ::open(MetaPath().c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    const std::string bytes(100, static_cast<char>(fill));
+    ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), offset), 100);
+    ::close(fd);
+    std::string message;
+    EXPECT_EQ(Open(&message), EINVAL);
+    EXPECT_NE(message.find("--reset"), std::string::npos) << message;
+  }
 }
 
 TEST_F(StoreDamageTest, ATruncatedMetaFileIsRefused) {
