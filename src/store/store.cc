@@ -174,6 +174,11 @@ void Store::recover() {
                  options_.name, objects_by_name_.size(), inodes_.size() - objects_by_name_.size(),
                  bytes_used_);
   }
+  if (bytes_used_ > options_.memory_budget) {
+    spdlog::warn("store '{}': its entries hold {} bytes, more than --memory ({}): nothing new "
+                 "fits until enough are removed, and df shows the budget as full",
+                 options_.name, bytes_used_, options_.memory_budget);
+  }
 }
 
 // Frees a record during recovery, when no runtime state refers to it yet.

@@ -110,8 +110,16 @@ int Store::setxattr(Ino ino, std::string_view name, std::string_view value, int 
     const std::uint32_t o = ref->index;
     layout::ObjectRecord& r = obj(o);
     ObjectRt& ort = object_rt_[o];
+    if (name == xattr::kCapacity || name == xattr::kBlockSize || name == xattr::kCommit ||
+        name == xattr::kTracks) {
+      // The settings always have a value, but for an object's absent track layout.
+      const bool exists = name != xattr::kTracks || !ort.tracks.empty();
+      if ((flags & XATTR_CREATE) && exists) return EEXIST;
+      if ((flags & XATTR_REPLACE) && !exists) return ENODATA;
+    }
     if (name == xattr::kCapacity || name == xattr::kBlockSize) {
-      auto number = name == xattr::kCapacity ? parse_count(trimmed(value)) : parse_size(value);
+      auto number = name == xattr::kCapacity ? parse_count(trimmed(value))
+                                             : parse_size(trimmed(value));
       if (!number || *number == 0) return EINVAL;
       if (r.entries_created > 0 || (name == xattr::kBlockSize && !ort.tracks.empty())) return EBUSY;
       (name == xattr::kCapacity ? r.capacity : r.block_size) = *number;
@@ -145,6 +153,7 @@ int Store::setxattr(Ino ino, std::string_view name, std::string_view value, int 
 
   layout::EntryRecord& r = ent(e);
   if (name == xattr::kState) {
+    if (flags & XATTR_CREATE) return EEXIST;  // an entry always has a state
     if (trimmed(value) != "idle") return EINVAL;
     if (r.state == EntryState::kZombie) return EPERM;
     // Committing may hand the entry straight to a blocked pop: check nothing after it.

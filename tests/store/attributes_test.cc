@@ -49,6 +49,20 @@ TEST_F(StoreAttributesTest, ObjectSettingsTakeNumbersAndSizes) {
   EXPECT_EQ(Xattr(obj_, xattr::kBlockSize), "8192");
   ASSERT_EQ(SetXattr(obj_, xattr::kCommit, "explicit"), 0);
   EXPECT_EQ(Xattr(obj_, xattr::kCommit), "explicit");
+  // Trailing newlines, spaces and NULs are ignored alike, by every setting.
+  ASSERT_EQ(SetXattr(obj_, xattr::kCapacity, std::string("5\0", 2)), 0);
+  ASSERT_EQ(SetXattr(obj_, xattr::kBlockSize, std::string("4K \0", 4)), 0);
+  EXPECT_EQ(Xattr(obj_, xattr::kBlockSize), "4096");
+}
+
+TEST_F(StoreAttributesTest, SettingsHonourCreateAndReplaceFlags) {
+  EXPECT_EQ(SetXattr(obj_, xattr::kCapacity, "8", XATTR_CREATE), EEXIST) << "it has a value";
+  EXPECT_EQ(SetXattr(obj_, xattr::kCapacity, "8", XATTR_REPLACE), 0);
+  EXPECT_EQ(Xattr(obj_, xattr::kCapacity), "8");
+  EXPECT_EQ(SetXattr(obj_, xattr::kTracks, "a:uint8:4", XATTR_REPLACE), ENODATA) << "none yet";
+  EXPECT_EQ(SetXattr(obj_, xattr::kTracks, "a:uint8:4", XATTR_CREATE), 0);
+  EXPECT_EQ(SetXattr(obj_, xattr::kTracks, "a:uint8:8", XATTR_CREATE), EEXIST);
+  EXPECT_EQ(Xattr(obj_, xattr::kTracks), "a:uint8:4");
 }
 
 TEST_F(StoreAttributesTest, MalformedValuesFailWithEinval) {
