@@ -273,8 +273,10 @@ int serve(const Options& opts, smos::Store& store) {
       fuse_daemonize(opts.foreground ? 1 : 0);
       smos::fs::ChannelBackingFiles backing(context);
       if (opts.passthrough) store.set_backing_files(&backing);
-      smos::fs::Notifier notifier(
-          se, [&context, se] { return context.channel.bump_epoch(fuse_session_fd(se)); });
+      smos::fs::Notifier notifier(se, [&context, se] {
+        context.channel.bump_epoch(fuse_session_fd(se));  // fails only once unmounted
+        return context.channel.knows_epochs();
+      });
       store.set_name_listener([&notifier](smos::Ino parent, const std::string& name) {
         notifier.invalidate_entry(parent, name);
       });

@@ -28,8 +28,8 @@ namespace smos::fs {
 
 class Notifier {
  public:
-  // `new_epoch` asks the kernel for a new epoch: false where it cannot (then names are dropped
-  // one by one).
+  // `new_epoch` asks the kernel for a new epoch, and says whether the kernel takes them; where
+  // it does not, names are dropped one by one.
   Notifier(fuse_session* se, std::function<bool()> new_epoch);
   ~Notifier();  // sends what is queued, then stops
   Notifier(const Notifier&) = delete;

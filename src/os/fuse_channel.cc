@@ -78,6 +78,11 @@ bool FuseChannel::bump_epoch(int dev_fd) {
   return false;
 }
 
+bool FuseChannel::knows_epochs() const {
+  return kernel_minor_.load(std::memory_order_relaxed) >= kEpochMinor &&
+         !no_epoch_.load(std::memory_order_relaxed);
+}
+
 ssize_t FuseChannel::read(int fd, void* buf, std::size_t len) {
   const ssize_t n = ::read(fd, buf, len);
   received(buf, n > 0 ? static_cast<std::size_t>(n) : 0);

@@ -66,6 +66,9 @@ class FuseChannel {
   // Returns false, and does nothing from then on, if the kernel does not know the notification
   // (or epochs were declined).
   bool bump_epoch(int dev_fd);
+  // Whether the kernel takes new epochs (known once INIT has been read): false before 6.16,
+  // with --no-epochs, or once the kernel refused one.
+  bool knows_epochs() const;
   // While set (> 0), this thread's open replies name backing file `id`: a scope around
   // fuse_reply_open(), which writes its reply through writev() on the same thread.
   class ReplyBacking {
@@ -107,7 +110,7 @@ class FuseChannel {
 
   std::atomic<std::uint64_t> init_unique_{0};  // the INIT request, until it is answered
   std::atomic<std::uint64_t> kernel_flags_{0};  // flags | flags2 << 32
-  std::uint32_t kernel_minor_ = 0;
+  std::atomic<std::uint32_t> kernel_minor_{0};
   bool killpriv_v2_ = false;
   bool direct_io_allow_mmap_ = false;
   const bool want_passthrough_;

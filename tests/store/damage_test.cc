@@ -40,6 +40,13 @@ class StoreDamageTest : public StoreTest {
 
   std::string MetaPath() const { return os::shm_path(MetaSegment::meta_name(options().name)); }
 
+  // Opening the store again fails with `err`, and its message says `says`.
+  void ExpectRefused(int err, std::string_view says) {
+    std::string message;
+    EXPECT_EQ(Open(&message), err);
+    EXPECT_NE(message.find(says), std::string::npos) << message;
+  }
+
   // The entry record that holds inode `ino`.
   static layout::EntryRecord& EntryOf(MetaSegment& meta, Ino ino) {
     for (std::uint64_t e = 0;; ++e) {
@@ -63,10 +70,8 @@ TEST_F(StoreDamageTest, AHeaderWhoseTablesLeaveTheSegmentIsRefused) {
     ASSERT_EQ(Reopen(/*reset=*/true), 0);
     Put(MakeObject("o"), "e", "x");
     Patch([&](MetaSegment& meta) { damages[i](meta.header()); });
-    std::string message;
-    EXPECT_EQ(Open(&message), EINVAL);
-    EXPECT_NE(message.find("damaged header"), std::string::npos) << message;
-    EXPECT_NE(message.find("--reset"), std::string::npos) << message;
+    ExpectRefused(EINVAL, "damaged header");
+    ExpectRefused(EINVAL, "--reset");
   }
 }
 
@@ -76,16 +81,13 @@ TEST_F(StoreDamageTest, AHalfMadeMetaFileIsRefusedNotWaitedOn) {
   Close();
   const std::string path = MetaPath();
   ASSERT_EQ(truncate(path.c_str(), 0), 0);
-  std::string message;
-  EXPECT_EQ(Open(&message), EINVAL);
-  EXPECT_NE(message.find("half-made"), std::string::npos) << message;
+  ExpectRefused(EINVAL, "half-made");
 
   ASSERT_EQ(Reopen(/*reset=*/true), 0);
   Close();
   ASSERT_EQ(truncate(path.c_str(), 0), 0);
   ASSERT_EQ(truncate(path.c_str(), 1 << 20), 0);  // long enough, but all zero
-  EXPECT_EQ(Open(&message), EINVAL);
-  EXPECT_NE(message.find("half-made"), std::string::npos) << message;
+  ExpectRefused(EINVAL, "half-made");
 
   ASSERT_EQ(Reopen(/*reset=*/true), 0) << "--reset starts afresh";
 }
@@ -103,9 +105,7 @@ TEST_F(StoreDamageTest, DamagedBoostBookkeepingIsRefused) {
     const std::string bytes(100, static_cast<char>(fill));
     ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), offset), 100);
     ::close(fd);
-    std::string message;
-    EXPECT_EQ(Open(&message), EINVAL);
-    EXPECT_NE(message.find("--reset"), std::string::npos) << message;
+    ExpectRefused(EINVAL, "--reset");
   }
 }
 
@@ -115,9 +115,7 @@ TEST_F(StoreDamageTest, ATruncatedMetaFileIsRefused) {
   for (off_t size : {4096, 65536, 1 << 20}) {
     SCOPED_TRACE("truncated to " + std::to_string(size));
     ASSERT_EQ(truncate(MetaPath().c_str(), size), 0);
-    std::string message;
-    EXPECT_EQ(Open(&message), EINVAL);
-    EXPECT_NE(message.find("--reset"), std::string::npos) << message;
+    ExpectRefused(EINVAL, "--reset");
   }
 }
 
@@ -126,17 +124,14 @@ TEST_F(StoreDamageTest, StoreFilesThatOthersMayWriteAreRefused) {
   Close();
   const std::string path = MetaPath();
   ASSERT_EQ(chmod(path.c_str(), 0666), 0);
-  std::string message;
-  EXPECT_EQ(Open(&message), EPERM);
-  EXPECT_NE(message.find("others may write it"), std::string::npos) << message;
+  ExpectRefused(EPERM, "others may write it");
   ASSERT_EQ(chmod(path.c_str(), 0600), 0);
 
   if (geteuid() == 0) {
     // One that another user made before this smosd first ran: /dev/shm is everyone's.
     const std::string lock = os::shm_path(options().name + ".lock");
     ASSERT_EQ(chown(lock.c_str(), 12345, 12345), 0);
-    EXPECT_EQ(Open(&message), EPERM);
-    EXPECT_NE(message.find("belongs to uid 12345"), std::string::npos) << message;
+    ExpectRefused(EPERM, "belongs to uid 12345");
     ASSERT_EQ(chown(lock.c_str(), 0, 0), 0);
   }
   ASSERT_EQ(Reopen(), 0);
