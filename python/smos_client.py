@@ -37,7 +37,10 @@ in ``handle.value`` are valid until the handle is released: ``release()`` (or
 ``release_entry``, ``free_handle``, ``commit_entry``, leaving its ``with`` block). After that
 a view that is still referenced no longer shows the entry: its pages are replaced by private
 zero pages, so it can never show another entry's bytes, but it must not be used. Copy
-(``value.copy()``) what must outlive the handle.
+(``value.copy()``) what must outlive the handle. A ``fork`` (a worker pool started while a
+handle is open) gives the child a copy of the descriptor: the entry stays leased, its memory
+held, until the child exits or closes it. Start long-lived workers with handles released, or
+with the ``spawn`` start method.
 
 Mapping. Entries are mapped through ``user.smos.segment`` (the entry's own shared-memory
 file, no FUSE in the data path), falling back to mapping the mounted file when the segment
