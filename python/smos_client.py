@@ -66,7 +66,7 @@ import weakref
 
 import numpy as np
 
-__all__ = ["Client", "Handle", "Tracks", "entry_name", "PUSH", "POP", "LATEST"]
+__all__ = ["Client", "DecodeError", "Handle", "Tracks", "entry_name", "PUSH", "POP", "LATEST"]
 
 PUSH, POP, LATEST = ".push", ".pop", ".latest"
 CONTROL_FILES = frozenset((PUSH, POP, LATEST))
@@ -138,6 +138,15 @@ def _plain_dtype(dtype):
 def _as_bytes(array):
     """A C-contiguous byte view of an array (a copy only if it is not contiguous)."""
     return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+
+
+class DecodeError(ValueError):
+    """An entry's bytes could not be turned back into its value (a pickle of a class this
+    process lacks, say). ``data`` holds the bytes: a popped entry exists nowhere else."""
+
+    def __init__(self, message, data):
+        super().__init__(message)
+        self.data = data
 
 
 class _Track:
@@ -796,8 +805,15 @@ class Client:
                 handle._mapping = mapping
                 handle.value = _tracked_views(buf, _parse_layout(layout), dtype, shape)
             elif dtype == PICKLE:
-                handle.value = pickle.loads(buf)
-                mapping.retire()  # nothing refers to the bytes any more
+                try:
+                    handle.value = pickle.loads(buf)
+                except Exception as e:
+                    # A popped entry is gone from its object: its bytes go with the error.
+                    raise DecodeError(f"{path}: cannot unpickle the entry: {e!r}",
+                                      bytes(buf)) from e
+                finally:
+                    del buf
+                    mapping.retire()  # nothing refers to the bytes any more
             else:
                 handle._mapping = mapping
                 handle.value = _decode_plain(dtype, shape, buf)

@@ -466,6 +466,17 @@ class FailureTest(MountedTestCase):
         h.release()
         self.assertRaises(ValueError, getattr, h, "name")
 
+    def test_a_pop_that_cannot_be_decoded_hands_over_its_bytes(self):
+        name = self.obj()
+        fd = os.open(self.path(name, ".push"), os.O_WRONLY)
+        os.setxattr(fd, "user.dtype", b"pickle")
+        os.write(fd, b"not a pickle")
+        os.close(fd)
+        with self.assertRaises(smos_client.DecodeError) as cm:
+            self.client.pop_from_object(name)
+        self.assertEqual(cm.exception.data, b"not a pickle")
+        self.assertEqual(self.client.get_entry_count(name), 0)  # popped all the same
+
     def test_put_of_an_empty_list(self):
         self.assertRaises(ValueError, self.client.put, "empty_list", [], as_list=True)
         self.assertFalse(os.path.exists(self.path("empty_list")))
