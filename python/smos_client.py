@@ -252,8 +252,9 @@ class _Mapping:
         self.length = (size + _PAGE - 1) // _PAGE * _PAGE
         self.address = _libc_mmap(None, size, prot, mmap.MAP_SHARED, fd)
         pages = (ctypes.c_char * size).from_address(self.address)
-        # Unmapped once nothing uses the pages: neither this mapping nor a view.
-        weakref.finalize(pages, _libc.munmap, self.address, self.length)
+        # Unmapped once nothing uses the pages: neither this mapping nor a view. Not at exit,
+        # where atexit handlers and daemon threads may still read a view.
+        weakref.finalize(pages, _libc.munmap, self.address, self.length).atexit = False
         view = memoryview(pages).cast("B")
         self.map = view if writable else view.toreadonly()
 

@@ -286,6 +286,7 @@ int serve(const Options& opts, smos::Store& store) {
       fuse_loop_cfg_set_idle_threads(loop, 8);
       // The loop returns the number of the signal that stopped it, 0, or a negative errno.
       const int stopped = fuse_session_loop_mt(se, loop);
+      notifier.stop_dropping();
       rc = stopped == 0 || stopped == SIGINT || stopped == SIGTERM || stopped == SIGHUP ? 0 : 1;
       fuse_loop_cfg_destroy(loop);
       // Nothing will wake the pops that wait: answer them while a reply can still reach them.

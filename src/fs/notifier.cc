@@ -37,7 +37,7 @@ void Notifier::run() {
     lock.unlock();
     const bool epoch = new_epoch_();  // one for all of them
     for (Job& job : jobs) {
-      if (!epoch) {
+      if (!epoch && dropping_) {
         int err =
             fuse_lowlevel_notify_inval_entry(se_, job.parent, job.name.data(), job.name.size());
         // ENOENT: the kernel did not cache it. ENOTCONN: unmounted under us.

@@ -16,6 +16,7 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -39,6 +40,9 @@ class Notifier {
   // has dropped the name (or said it had none).
   void invalidate_entry(std::uint64_t parent, std::string name,
                         std::function<void()> then = nullptr);
+  // Once requests are no longer served, dropping a name could wait for good on a lookup that
+  // holds its directory: from now on, only the continuations run.
+  void stop_dropping() { dropping_ = false; }
 
  private:
   void run();
@@ -54,6 +58,7 @@ class Notifier {
   };
   std::deque<Job> queue_;
   bool stop_ = false;
+  std::atomic<bool> dropping_{true};
   std::thread thread_;  // last: starts once the rest exists
 };
 

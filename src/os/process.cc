@@ -1,6 +1,7 @@
 #include "os/process.h"
 
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -66,22 +67,38 @@ bool thread_exists(pid_t tid) {
 }
 
 int probe_in_child(const std::function<int()>& probe, int timeout_ms) {
+  // A SIGCHLD that smosd's launcher ignored (it is inherited across exec) would have the
+  // kernel reap the child, and its status would be lost.
+  struct sigaction dfl {}, old {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(SIGCHLD, &dfl, &old);
+  const pid_t parent = ::getpid();
   const pid_t child = ::fork();
-  if (child < 0) return probe();  // no child to spare: take the risk here
   if (child == 0) {
+    // Never outlive the parent: the child holds copies of its descriptors, the store's lock
+    // among them.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(kProbeUnknown);
     const rlimit no_core{0, 0};  // a crash is the expected way to fail
     ::setrlimit(RLIMIT_CORE, &no_core);
     ::_exit(probe() & 0x7f);
   }
-  int status = 0;
-  for (int waited = 0;; ++waited) {
-    const pid_t done = ::waitpid(child, &status, WNOHANG);
-    if (done == child) break;
-    if (done < 0 && errno != EINTR) return -1;
-    if (waited == timeout_ms) ::kill(child, SIGKILL);  // a loop is as bad as a crash
-    ::usleep(1000);
+  int result = kProbeUnknown;
+  if (child > 0) {
+    int status = 0;
+    for (int waited = 0;; ++waited) {
+      const pid_t done = ::waitpid(child, &status, WNOHANG);
+      if (done == child) {
+        result = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        break;
+      }
+      if (done < 0 && errno != EINTR) break;  // cannot tell
+      if (waited == timeout_ms) ::kill(child, SIGKILL);  // a loop is as bad as a crash
+      ::usleep(1000);
+    }
   }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  ::sigaction(SIGCHLD, &old, nullptr);
+  return result;
 }
 
 namespace {

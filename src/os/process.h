@@ -16,10 +16,11 @@ bool is_own_thread(pid_t tid);
 // Whether a thread of this id still exists.
 bool thread_exists(pid_t tid);
 
-// Runs `probe` in a child process (a fork) and returns its result (0-127), or -1 if the child
-// died of a signal or ran past `timeout_ms` (it is killed): for reading data that might crash
-// or hang whoever reads it. The caller must be the only thread that could hold a lock the
-// probe takes (start-up).
+// Runs `probe` in a child process (a fork) and returns its result (0-126), -1 if the child
+// died of a signal or ran past `timeout_ms` (it is killed), or kProbeUnknown if there was no
+// child to ask: for reading data that might crash or hang whoever reads it. The caller must be
+// the only thread that could hold a lock the probe takes (start-up).
+inline constexpr int kProbeUnknown = 127;
 int probe_in_child(const std::function<int()>& probe, int timeout_ms);
 
 // Wall-clock time in nanoseconds since the epoch: for timestamps that users see.

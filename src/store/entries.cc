@@ -64,12 +64,12 @@ int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t 
   r.gid = gid;
   set_name(r.name, name);
   xattr_blob::clear(meta_->entry_xattrs(e));
+  r.flags = ort.committed.contains(name) ? layout::kEntryReplaces : 0;
   r.state = EntryState::kWrite;
   r.ino = h.next_ino++;  // last: the record is whole before it counts
 
   rt.readers = rt.writers = 0;
   rt.writer_tgid = os::thread_group_of(caller.pid);
-  r.flags = 0;
   rt.cache_primed = false;
   rt.pushed = false;
   rt.written = false;
@@ -533,6 +533,7 @@ int Store::prepare_write(std::uint64_t fh, std::uint64_t offset, std::size_t siz
     // fails whole. Only a gap before it needs reserving.
     if (int err = resize(e, offset + length, offset); err != 0) return wrote(e, err);
   }
+  wrote(e, 0);  // a write after a failure: its writer carried on
   ent(e).flags &= ~layout::kEntryClosed;
   EntryRt& rt = entry_rt_[e];
   rt.written = true;
@@ -547,8 +548,10 @@ void Store::write_done(std::uint64_t fh, bool whole) {
   const Handle* h;
   if (entry_of_handle(fh, &h) != 0) return;
   EntryRt& rt = entry_rt_[h->entry];
-  wrote(h->entry, whole ? 0 : EIO);
-  if (!whole) rt.short_write = true;
+  if (!whole) {
+    wrote(h->entry, EIO);
+    rt.short_write = true;
+  }
   if (--rt.writes_in_flight > 0) return;
   writes_done_.notify_all();
   if (!std::exchange(rt.short_write, false)) return;
@@ -574,9 +577,9 @@ int Store::wrote(std::uint32_t e, int err) {
 
 bool Store::failed(std::uint32_t e) const {
   const layout::EntryRecord& r = meta_->entry(e);
-  if ((r.flags & layout::kEntryFailed) == 0) return false;
   // A pushed entry reserved its seq at open; a named one takes its seq at commit.
-  return r.seq != 0 || object_rt_[r.object].committed.contains(name_of(r.name));
+  return (r.flags & layout::kEntryFailed) != 0 &&
+         (r.seq != 0 || (r.flags & layout::kEntryReplaces) != 0);
 }
 
 void Store::await_writes(Guard& guard,
@@ -614,11 +617,14 @@ int Store::flush(std::uint64_t fh, const Caller& closer, StaleName* stale) {
   // A pushed entry commits at its writer's first close after it was written: a shell's
   // `cmd > .push` closes a duplicate descriptor before cmd writes, and that close must not
   // commit it empty. Nor may the close of a descriptor that a child process inherited (a
-  // fork, a pipeline's other commands), while its writer goes on writing.
-  if (entry_rt_[h->entry].pushed && entry_rt_[h->entry].written && !failed(h->entry) &&
-      obj(r.object).commit == CommitMode::kClose && is_writer(h->entry, closer)) {
-    commit(h->entry);
-    return 0;
+  // fork, a pipeline's other commands), while its writer goes on writing: that one does not
+  // even count as a close, which a restart would commit.
+  if (entry_rt_[h->entry].pushed && obj(r.object).commit == CommitMode::kClose) {
+    if (!is_writer(h->entry, closer)) return 0;
+    if (entry_rt_[h->entry].written && !failed(h->entry)) {
+      commit(h->entry);
+      return 0;
+    }
   }
   // A closed replace is what its name means once its release commits it, but the kernel may
   // still cache the name as the old version. Then the caller has the kernel drop the name

@@ -83,7 +83,7 @@ struct EntryRecord {
   std::uint32_t mode;
   std::uint32_t uid;
   std::uint32_t gid;
-  std::uint32_t flags;  // kEntryClosed, kEntryFailed
+  std::uint32_t flags;  // kEntryClosed, kEntryFailed, kEntryReplaces
   Name name;
 };
 
@@ -91,10 +91,12 @@ struct EntryRecord {
 // In commit-on-close objects, recovery commits such an entry: a close(2) of it returned, and
 // whether the kernel's (asynchronous) release was on its way was lost with the daemon.
 inline constexpr std::uint32_t kEntryClosed = 1u << 0;
-// The last write or truncate of this write entry failed (EFBIG, ENOSPC, EIO), and its writer
-// was told. If it is a replace or a push, no close commits it (see Store::release()), nor
-// does recovery.
+// A write or truncate of this write entry failed (EFBIG, ENOSPC, EIO), its writer was told,
+// and it has not written since. If it is a replace or a push, no close commits it (see
+// Store::failed()), nor does recovery.
 inline constexpr std::uint32_t kEntryFailed = 1u << 1;
+// This write entry was made to replace the committed version of its name.
+inline constexpr std::uint32_t kEntryReplaces = 1u << 2;
 
 struct StoreHeader {
   std::uint64_t magic;

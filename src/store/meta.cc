@@ -9,6 +9,8 @@
 #include <cstring>
 #include <string_view>
 
+#include <spdlog/spdlog.h>
+
 #include "os/process.h"
 #include "os/segment.h"
 
@@ -104,7 +106,9 @@ int MetaSegment::attach(const std::string& name, std::string* message) {
       return 0;  // the attach below says what is wrong
     }
   }, /*timeout_ms=*/10'000);
-  if (probed != 0) {
+  if (probed == os::kProbeUnknown) {
+    spdlog::warn("{}: could not check it in a child process; reading it as it is", path);
+  } else if (probed != 0) {
     *message = path + (probed == kCutShort ? " is shorter than the store it holds"
                                            : " has damaged bookkeeping (it crashed or hung a reader)") +
                reset;

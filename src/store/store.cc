@@ -224,9 +224,8 @@ bool Store::may_write(const layout::EntryRecord& r, const Caller& caller) {
 
 bool Store::is_writer(std::uint32_t e, const Caller& caller) const {
   const pid_t tgid = entry_rt_[e].writer_tgid;
-  // 0: made by a process outside smosd's pid namespace, which FUSE cannot name. Nobody can be
-  // told from its other callers, so nobody is its writer by name: its descriptors still are.
-  if (tgid == 0) return false;
+  // 0: callers outside smosd's pid namespace, which FUSE cannot name: they cannot be told
+  // apart, so each counts as the writer of what any of them writes (smos.7, BUGS).
   return caller.pid == tgid || os::thread_group_of(caller.pid) == tgid;
 }
 

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -105,8 +106,21 @@ TEST_F(StoreDamageTest, DamagedBoostBookkeepingIsRefused) {
     const std::string bytes(100, static_cast<char>(fill));
     ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), offset), 100);
     ::close(fd);
-    ExpectRefused(EINVAL, "--reset");
+    ExpectRefused(EINVAL, "damaged bookkeeping");
   }
+}
+
+TEST_F(StoreDamageTest, AStoreOpensWhenSigchldIsIgnored) {
+  // What a launcher that ignores SIGCHLD hands on across exec: the check of the meta file
+  // in a child must still see how its child ended, and never call a good store damaged.
+  Put(MakeObject("o"), "e", "kept");
+  struct sigaction ignore {}, old {};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(sigaction(SIGCHLD, &ignore, &old), 0);
+  const int err = Reopen();
+  sigaction(SIGCHLD, &old, nullptr);
+  ASSERT_EQ(err, 0);
+  EXPECT_EQ(ContentsOf(InoOf(InoOf(kRootIno, "o", Me()), "e", Me()), Me()), "kept");
 }
 
 TEST_F(StoreDamageTest, ATruncatedMetaFileIsRefused) {

@@ -44,22 +44,6 @@ TEST_F(StoreLifecycleTest, AWriteEntryIsVisibleOnlyToItsWriter) {
   ASSERT_EQ(store().release(fh), 0);
 }
 
-// FUSE gives pid 0 for callers in another pid namespace (a container): they cannot be told
-// apart, so none of them is the writer of what one of them is writing.
-TEST_F(StoreLifecycleTest, AWriteEntryOfACallerFromAnotherPidNamespaceIsHiddenFromAllSuch) {
-  const Caller outside{getuid(), getgid(), 0};
-  Attr attr;
-  OpenFile writer;
-  ASSERT_EQ(store().create(obj_, "w", 0644, O_CREAT | O_WRONLY, outside, &attr, &writer), 0);
-  ASSERT_EQ(Write(writer.fh, 0, "hello"), 0);
-  Attr seen;
-  EXPECT_EQ(store().lookup(obj_, "w", outside, &seen), ENOENT);
-  EXPECT_EQ(store().unlink(obj_, "w", outside), ENOENT);
-  ASSERT_EQ(store().release(writer.fh), 0);  // its own descriptor commits it
-  ASSERT_EQ(store().lookup(obj_, "w", outside, &seen), 0);
-  EXPECT_EQ(ContentsOf(seen.ino, outside), "hello");
-}
-
 TEST_F(StoreLifecycleTest, AReadWriteCreateMakesAWriteEntryToo) {
   Attr attr;
   OpenFile file;

@@ -214,5 +214,43 @@ TEST_F(StoreFailedWritesTest, AnExplicitCommitStillPublishesIt) {
   EXPECT_EQ(ContentsOf(InoOf(obj_, "e", Other()), Other()), "part");
 }
 
+TEST_F(StoreFailedWritesTest, AFailureBesideAWriteInFlightIsNotForgotten) {
+  const Ino old = Put(obj_, "e", "old");
+  OpenFile writer;
+  ASSERT_EQ(Replace(obj_, "e", Me(), &writer), 0);
+  IoSpan earlier, later;
+  ASSERT_EQ(store().prepare_write(writer.fh, 0, 4096, &earlier), 0);  // in flight
+  EXPECT_EQ(store().prepare_write(writer.fh, 8192, 1, &later), EFBIG);  // the writer is told
+  const std::string bytes(4096, 'a');
+  ASSERT_EQ(pwrite(earlier.fd, bytes.data(), bytes.size(), 0), 4096);
+  store().write_done(writer.fh, true);  // finishing after the failure is not carrying on
+  ASSERT_EQ(store().release(writer.fh), 0);
+  EXPECT_EQ(InoOf(obj_, "e", Other()), old);
+}
+
+TEST_F(StoreFailedWritesTest, AFailedReplaceStaysOneIfItsOldVersionIsUnlinkedMeanwhile) {
+  Put(obj_, "e", "old");
+  OpenFile writer;
+  ASSERT_EQ(Replace(obj_, "e", Me(), &writer), 0);
+  WriteThenFail(writer.fh, "trunc");
+  ASSERT_EQ(store().unlink(obj_, "e", Other()), 0);
+  ASSERT_EQ(store().release(writer.fh), 0);
+  EXPECT_EQ(Listing(obj_), Names{}) << "the failed copy took the name";
+}
+
+// A child process's close of a push it inherited is no close of the writer's: a restart
+// before the writer's own close must not publish half a message.
+TEST_F(StoreFailedWritesTest, AChildsCloseOfAPushIsNotCountedByARestart) {
+  Attr ticket;
+  ASSERT_EQ(store().lookup(obj_, control::kPush, Me(), &ticket), 0);
+  OpenFile push;
+  ASSERT_EQ(store().open(ticket.ino, O_WRONLY, Me(), &push), 0);
+  ASSERT_EQ(Write(push.fh, 0, "first half, "), 0);
+  ASSERT_EQ(store().flush(push.fh, Other()), 0);
+  EXPECT_EQ(Listing(obj_), Names{}) << "committed by the child's close";
+  ASSERT_EQ(Reopen(), 0);
+  EXPECT_EQ(Listing(obj_), Names{}) << "committed by the restart";
+}
+
 }  // namespace
 }  // namespace smos::test
