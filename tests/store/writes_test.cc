@@ -139,6 +139,11 @@ class StoreFailedWritesTest : public StoreTest {
     ASSERT_EQ(Write(fh, 0, bytes), 0);
     EXPECT_EQ(Write(fh, 8192, "y"), EFBIG);
   }
+  // Commits "e" as "old" (its inode in *old), then opens a replace of it (the handle in *writer).
+  void ReplaceOld(Ino* old, OpenFile* writer) {
+    *old = Put(obj_, "e", "old");
+    ASSERT_EQ(Replace(obj_, "e", Me(), writer), 0);
+  }
   Ino obj_ = 0;
 };
 
@@ -151,9 +156,9 @@ TEST_F(StoreFailedWritesTest, ANewEntryKeepsWhatWasAccepted) {
 }
 
 TEST_F(StoreFailedWritesTest, AFailedReplaceLeavesTheOldVersion) {
-  const Ino old = Put(obj_, "e", "old");
+  Ino old;
   OpenFile writer;
-  ASSERT_EQ(Replace(obj_, "e", Me(), &writer), 0);
+  ASSERT_NO_FATAL_FAILURE(ReplaceOld(&old, &writer));
   WriteThenFail(writer.fh, "new");
   ASSERT_EQ(store().release(writer.fh), 0);
   EXPECT_EQ(InoOf(obj_, "e", Other()), old);
@@ -171,9 +176,9 @@ TEST_F(StoreFailedWritesTest, AFailedReplaceLeavesTheOldVersion) {
 }
 
 TEST_F(StoreFailedWritesTest, AReplaceWhoseWriterCarriedOnAfterTheErrorCommits) {
-  Put(obj_, "e", "old");
+  Ino old;
   OpenFile writer;
-  ASSERT_EQ(Replace(obj_, "e", Me(), &writer), 0);
+  ASSERT_NO_FATAL_FAILURE(ReplaceOld(&old, &writer));
   WriteThenFail(writer.fh, "new");
   ASSERT_EQ(Write(writer.fh, 3, "er"), 0);  // it dealt with the error
   ASSERT_EQ(store().release(writer.fh), 0);
@@ -193,9 +198,9 @@ TEST_F(StoreFailedWritesTest, AFailedPushIsNotQueued) {
 }
 
 TEST_F(StoreFailedWritesTest, AFailedReplaceIsNotCommittedByARestart) {
-  const Ino old = Put(obj_, "e", "old");
+  Ino old;
   OpenFile writer;
-  ASSERT_EQ(Replace(obj_, "e", Me(), &writer), 0);
+  ASSERT_NO_FATAL_FAILURE(ReplaceOld(&old, &writer));
   WriteThenFail(writer.fh, "new");
   ASSERT_EQ(store().flush(writer.fh, Me()), 0);  // closed; the daemon dies before the release
   ASSERT_EQ(Reopen(), 0);
@@ -215,9 +220,9 @@ TEST_F(StoreFailedWritesTest, AnExplicitCommitStillPublishesIt) {
 }
 
 TEST_F(StoreFailedWritesTest, AFailureBesideAWriteInFlightIsNotForgotten) {
-  const Ino old = Put(obj_, "e", "old");
+  Ino old;
   OpenFile writer;
-  ASSERT_EQ(Replace(obj_, "e", Me(), &writer), 0);
+  ASSERT_NO_FATAL_FAILURE(ReplaceOld(&old, &writer));
   IoSpan earlier, later;
   ASSERT_EQ(store().prepare_write(writer.fh, 0, 4096, &earlier), 0);  // in flight
   EXPECT_EQ(store().prepare_write(writer.fh, 8192, 1, &later), EFBIG);  // the writer is told
@@ -229,9 +234,9 @@ TEST_F(StoreFailedWritesTest, AFailureBesideAWriteInFlightIsNotForgotten) {
 }
 
 TEST_F(StoreFailedWritesTest, AFailedReplaceStaysOneIfItsOldVersionIsUnlinkedMeanwhile) {
-  Put(obj_, "e", "old");
+  Ino old;
   OpenFile writer;
-  ASSERT_EQ(Replace(obj_, "e", Me(), &writer), 0);
+  ASSERT_NO_FATAL_FAILURE(ReplaceOld(&old, &writer));
   WriteThenFail(writer.fh, "trunc");
   ASSERT_EQ(store().unlink(obj_, "e", Other()), 0);
   ASSERT_EQ(store().release(writer.fh), 0);
