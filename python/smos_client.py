@@ -520,8 +520,9 @@ class Client:
         if multi[0]:
             count = len(entries[0])
             sizes = [max(max(len(enc[i][0]) for enc in encoded), 1) for i in range(count)]
+            # Byte tracks, even for one: a list entry reads back as a list.
             self.create_object(name, max_capacity=len(entries) + redundancy,
-                               track_count=count, block_size=sizes)
+                               tracks=[(f"track{i}", np.uint8, (s,)) for i, s in enumerate(sizes)])
         else:
             size = max(max(len(enc[0]) for enc in encoded), 1)
             self.create_object(name, max_capacity=len(entries) + redundancy, block_size=size)

@@ -133,6 +133,14 @@ class PutGetTest(MountedTestCase):
             np.testing.assert_array_equal(arr, np.full((2, 2), i))
             self.assertEqual(info, {"i": i})
 
+    def test_put_one_track_lists(self):
+        data = [[np.arange(3) + i] for i in range(2)]
+        self.client.put("pg_one_track", data, as_list=True)
+        out = self.client.get("pg_one_track")
+        for i, entry in enumerate(out):
+            self.assertEqual(len(entry), 1)
+            np.testing.assert_array_equal(entry[0], np.arange(3) + i)
+
     def test_put_mismatched_tracks(self):
         self.assertRaises(ValueError, self.client.put, "pg_bad", [[1, 2], [3]], as_list=True)
         self.assertFalse(os.path.exists(self.path("pg_bad")))
