@@ -44,11 +44,14 @@ with the ``spawn`` start method.
 
 Mapping. Entries are mapped through ``user.smos.segment`` (the entry's own shared-memory
 file, no FUSE in the data path), falling back to mapping the mounted file when the segment
-cannot be opened. ``Client(via="mount")`` always maps the mounted file. Entries that were
-just written (what a pop or a read of new weights sees) read 1.5x faster through the segment
-at 256 KiB, 2x at 1 MiB and 3x or more at 4 MiB; small entries that were read before are about
-15% faster through the mount (examples/zero_copy_bench.py). Writable views (create_entry) also
-go through the segment, which is 2x faster than a shared writable mapping of the mount.
+cannot be opened. ``Client(via="mount")`` always maps the mounted file. Where the kernel
+offers FUSE passthrough (Linux 6.9+, smosd's default), a mapping of the mounted file is a
+mapping of the segment's own pages, and reads cost the same either way
+(examples/zero_copy_bench.py, two runs: a 1 MiB entry just written, 0.42-0.51 ms through the
+mount and 0.43 ms through the segment; 64 MiB alike). Without passthrough the mount has a page
+cache of its own, which a just-written entry must first fill. Writable views (create_entry)
+go through the segment, which is 1.7-2x faster than a shared writable mapping of the mount
+(1 MiB: 1.5 ms against 2.6 ms).
 
 Errors are ``OSError``\\ s with the store's errno: ``FileNotFoundError`` (no such object or
 entry; a removed object while popping), ``FileExistsError``, ``ENOSPC`` (capacity or memory
