@@ -332,8 +332,8 @@ class Store {
   // Whether `o` holds entries (in any state), once stale redirects are dropped.
   bool holds_entries(std::uint32_t o);
   bool closed(std::uint32_t e) { return ent(e).flags & layout::kEntryClosed; }
-  // Whether a close must not commit write entry `e`: its last write or truncate failed, and it
-  // is a replace (which would put a truncated copy in the place of a whole one) or a push (a
+  // Whether a close must not commit write entry `e`: a write or truncate of it failed, with
+  // none made since, and it is a replace (which would put a truncated copy in the place of a whole one) or a push (a
   // message is whole or absent). A new named entry keeps what was accepted, as a file would.
   bool failed(std::uint32_t e) const;
   // Records the outcome of a write or truncate of write entry `e` (layout::kEntryFailed);
