@@ -390,13 +390,23 @@ int Store::setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> 
   std::uint32_t* gid;
   layout::Timestamps* times;
   std::optional<std::uint32_t> entry;
-  if (tickets_.contains(ino)) {
-    // A descriptor of .push may ftruncate its entry; nothing else changes a control file.
-    if (!change.size || !fh || change.mode || change.uid || change.gid) return EPERM;
-    const Handle* h;
-    if (int err = entry_of_handle(*fh, &h); err != 0) return err;
-    entry = h->entry;
-    layout::EntryRecord& r = ent(h->entry);
+  if (auto t = tickets_.find(ino); t != tickets_.end()) {
+    // Nothing changes a control file, but an opened .push's writer may resize its entry
+    // (ftruncate) and set its times (futimens, which comes without a handle: touch(1)).
+    if (change.mode || change.uid || change.gid) return EPERM;
+    if (fh) {
+      const Handle* h;
+      if (int err = entry_of_handle(*fh, &h); err != 0) return err;
+      if (!h->writable) return EPERM;
+      entry = h->entry;
+    } else if (!change.size && t->second.kind == Control::kPush && t->second.entry &&
+               ent(*t->second.entry).state == EntryState::kWrite &&
+               is_writer(*t->second.entry, caller)) {
+      entry = t->second.entry;
+    } else {
+      return EPERM;
+    }
+    layout::EntryRecord& r = ent(*entry);
     mode = &r.mode, uid = &r.uid, gid = &r.gid, times = &r.times;
   } else if (ino == kRootIno) {
     layout::StoreHeader& h = meta_->header();

@@ -18,6 +18,7 @@ import numpy as np
 from smos_mount import MountedTestCase, smos_client
 
 CONTROL = (".push", ".pop", ".latest")
+SEQ1 = "00000000000000000001"  # the name of an object's first push
 FORK = multiprocessing.get_context("fork")
 
 
@@ -95,21 +96,20 @@ class ControlFileNamesTest(MountedTestCase):
             self.assertTrue(st.st_mode & 0o170000 == 0o100000, c)  # regular files
 
     def test_create_fails(self):
-        # The names always exist, so the kernel answers EEXIST before asking the daemon;
-        # whatever reaches the daemon is EPERM.
+        # The names always exist, so the kernel answers EEXIST before asking the daemon.
         p = self.path(self.obj())
+        push(p, b"x")
         for c in CONTROL:
             f = os.path.join(p, c)
             for fn, args in ((os.open, (f, os.O_CREAT | os.O_EXCL | os.O_WRONLY)),
                              (os.mkdir, (f,)), (os.symlink, ("x", f)), (os.mknod, (f,)),
                              (os.link, (p + "/.push", f))):
                 with self.subTest(name=c, op=fn.__name__):
-                    with self.assertRaises(OSError) as cm:
-                        fn(*args)
-                    self.assertIn(cm.exception.errno, (errno.EEXIST, errno.EPERM))
+                    self.assertErrno(errno.EEXIST, fn, *args)
         self.assertErrno(errno.EPERM, os.open, os.path.join(p, ".pop"),
                          os.O_CREAT | os.O_WRONLY)
-        self.assertEqual(sorted(os.listdir(p)), sorted(CONTROL))
+        self.assertEqual(sorted(os.listdir(p)), sorted(CONTROL + (SEQ1,)))
+        self.assertEqual(xattr(p, "user.smos.entries"), "1")
 
     def test_unlink_is_eperm_while_the_object_has_entries(self):
         p = self.path(self.obj())
@@ -148,14 +148,34 @@ class ControlFileNamesTest(MountedTestCase):
         with open(os.path.join(p, name), "rb") as f:
             self.assertEqual(f.read(), b"x")
 
-    def test_truncate_and_chmod_are_eperm(self):
+    def test_truncate_chmod_chown_and_utime_are_eperm(self):
         p = self.path(self.obj())
         push(p, b"x")
+        before = os.stat(os.path.join(p, SEQ1))
         for c in CONTROL:
-            self.assertErrno(errno.EPERM, os.truncate, os.path.join(p, c), 0)
-        # .latest resolves to an entry, whose mode is the entry's own business.
-        for c in CONTROL[:2]:
-            self.assertErrno(errno.EPERM, os.chmod, os.path.join(p, c), 0o600)
+            f = os.path.join(p, c)
+            for fn, args in ((os.truncate, (f, 0)), (os.chmod, (f, 0o600)),
+                             (os.chown, (f, 1, 1)), (os.utime, (f, (1, 1)))):
+                with self.subTest(name=c, op=fn.__name__):
+                    self.assertErrno(errno.EPERM, fn, *args)
+        after = os.stat(os.path.join(p, SEQ1))
+        self.assertEqual((after.st_mode, after.st_uid, after.st_size, after.st_mtime_ns),
+                         (before.st_mode, before.st_uid, before.st_size, before.st_mtime_ns))
+        self.assertEqual(sorted(os.listdir(p)), sorted(CONTROL + (SEQ1,)))
+        with open(os.path.join(p, SEQ1), "rb") as f:
+            self.assertEqual(f.read(), b"x")
+
+    def test_touch_of_push_pushes_an_empty_entry(self):
+        # touch(1) opens .push, then sets the times of what it opened: the push's own entry.
+        p = self.path(self.obj())
+        subprocess.run(["touch", os.path.join(p, ".push")], check=True, timeout=10)
+        self.assertEqual(sorted(os.listdir(p)), sorted(CONTROL + (SEQ1,)))
+        self.assertEqual(os.stat(os.path.join(p, SEQ1)).st_size, 0)
+        # touch of .pop opens it for writing: EPERM, and nothing is popped.
+        r = subprocess.run(["touch", os.path.join(p, ".pop")], capture_output=True, timeout=10)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"Operation not permitted", r.stderr)
+        self.assertEqual(sorted(os.listdir(p)), sorted(CONTROL + (SEQ1,)))
 
     def test_rm_r_and_rmdir(self):
         p = self.path(self.obj())

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "smos/control.h"
 #include "store_fixture.h"
 
 namespace smos::test {
@@ -22,8 +23,12 @@ TEST_F(StoreCapacityTest, EntriesInEveryStateCountUntilFreed) {
   Attr attr;
   OpenFile file;
   EXPECT_EQ(store().create(obj, "d", 0644, kCreateFlags, Me(), &attr, &file), ENOSPC);
+  const Ino a = InoOf(obj, "a", Other());
   EXPECT_EQ(Replace(obj, "a", Me(), &file), ENOSPC)
       << "a replace needs a free entry too";
+  EXPECT_EQ(InoOf(obj, "a", Other()), a) << "the failed replace took the name";
+  EXPECT_EQ(ContentsOf(a, Other()), "a");
+  EXPECT_EQ(Xattr(obj, xattr::kEntries), "2") << "committed ones";
 
   // A write entry counts until its release commits it.
   ASSERT_EQ(store().release(writing), 0);
@@ -104,6 +109,48 @@ TEST_F(StoreMemoryBudgetTest, WritesPastTheBudgetFailWithEnospc) {
   EXPECT_EQ(Write(fh, 256 << 10, Pattern(512 << 10, 4)), 0);
   EXPECT_EQ(store().stats().memory_used, 768u << 10);
   ASSERT_EQ(store().release(fh), 0);
+}
+
+// Running out of the budget is a failed write like EFBIG (writes_test.cc): a close commits
+// neither the replace nor the push it cut short.
+TEST_F(StoreMemoryBudgetTest, AReplaceThatRunsOutOfMemoryLeavesTheOldVersion) {
+  Ino obj = MakeObject("o");
+  const std::string old = Pattern(512 << 10, 1);
+  const Ino old_ino = Put(obj, "e", old);
+  OpenFile writer;
+  ASSERT_EQ(Replace(obj, "e", Me(), &writer), 0);
+  ASSERT_EQ(Write(writer.fh, 0, Pattern(256 << 10, 2)), 0);
+  EXPECT_EQ(Write(writer.fh, 256 << 10, Pattern(512 << 10, 3)), ENOSPC);
+  ASSERT_EQ(store().flush(writer.fh, Me()), 0);
+  ASSERT_EQ(store().release(writer.fh), 0);
+  EXPECT_EQ(InoOf(obj, "e", Other()), old_ino);
+  EXPECT_EQ(ContentsOf(old_ino, Other()), old);
+  EXPECT_EQ(store().stats().memory_used, old.size()) << "the cut copy was freed";
+}
+
+TEST_F(StoreMemoryBudgetTest, APushThatRunsOutOfMemoryIsNotQueued) {
+  Ino obj = MakeObject("o");
+  const std::string first = Pattern(768 << 10, 1);
+  Put(obj, "first", first);
+  Attr ticket;
+  ASSERT_EQ(store().lookup(obj, control::kPush, Me(), &ticket), 0);
+  OpenFile push;
+  ASSERT_EQ(store().open(ticket.ino, O_WRONLY, Me(), &push), 0);
+  ASSERT_EQ(Write(push.fh, 0, "the head of a message"), 0);
+  EXPECT_EQ(Write(push.fh, 21, Pattern(512 << 10, 2)), ENOSPC);
+  ASSERT_EQ(store().flush(push.fh, Me()), 0);
+  ASSERT_EQ(store().release(push.fh), 0);
+  EXPECT_EQ(Listing(obj), Names{"first"});
+  EXPECT_EQ(store().stats().memory_used, first.size());
+
+  // The queue goes on: the next push is queued (the cut one's seq, 2, was reserved at its
+  // open, and is not used again).
+  ASSERT_EQ(store().lookup(obj, control::kPush, Me(), &ticket), 0);
+  ASSERT_EQ(store().open(ticket.ino, O_WRONLY, Me(), &push), 0);
+  ASSERT_EQ(Write(push.fh, 0, "whole"), 0);
+  ASSERT_EQ(store().flush(push.fh, Me()), 0);
+  ASSERT_EQ(store().release(push.fh), 0);
+  EXPECT_EQ(Listing(obj), (Names{"00000000000000000003", "first"}));
 }
 
 TEST_F(StoreMemoryBudgetTest, AZombieHoldsItsMemoryUntilReleased) {

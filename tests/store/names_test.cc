@@ -46,6 +46,13 @@ TEST_F(StoreNamesTest, EntryNamesAreAtMost255Bytes) {
             ENAMETOOLONG);
   EXPECT_NE(Put(obj, std::string(255, 'n'), "x"), 0u);
   EXPECT_EQ(Listing(obj), Names{std::string(255, 'n')});
+  EXPECT_EQ(store().rename(obj, std::string(255, 'n'), obj, std::string(256, 'm'), 0, Me()),
+            ENAMETOOLONG);
+  EXPECT_EQ(store().rename(kRootIno, "o", kRootIno, std::string(256, 'p'), 0, Me()),
+            ENAMETOOLONG);
+  EXPECT_EQ(Listing(obj), Names{std::string(255, 'n')});
+  EXPECT_EQ(ContentsOf(InoOf(obj, std::string(255, 'n'), Other()), Other()), "x");
+  EXPECT_EQ(Listing(kRootIno), Names{"o"});
 }
 
 TEST_F(StoreNamesTest, RmdirOfANonEmptyObjectFailsWithEnotempty) {
