@@ -65,7 +65,8 @@ int check_own_file(int fd, std::string* why) {
 }
 
 int read_own_file_head(const std::string& path, FileHead* out, std::string* why) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO planted under that name must be refused, not waited on.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
     *why = std::string("cannot open it: ") + std::strerror(err);

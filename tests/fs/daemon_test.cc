@@ -1,5 +1,6 @@
 // The daemon: options, signals, start-up checks, statfs, and stores side by side.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -155,6 +156,37 @@ TEST_F(DaemonTest, BadFuseOptionsChangeNothing) {
       << "libfuse's message, in one line: " << smosd_.Log();
   ASSERT_TRUE(smosd_.Start({}, /*reset=*/false));
   EXPECT_EQ(ReadFile(smosd_.Path("obj/e")), "kept");
+}
+
+// A store file that this smosd cannot trust is refused with exit status 1 and a message that
+// names it, and is left in place: the store may hold what someone still wants.
+TEST_F(DaemonTest, AnUntrustedMetaFileIsRefusedAndLeftInPlace) {
+  ASSERT_TRUE(smosd_.Start());
+  ASSERT_EQ(ErrOf(::mkdir(smosd_.Path("obj").c_str(), 0755)), kOk);
+  ASSERT_EQ(smosd_.Stop(), 0);
+  const std::string meta = "/dev/shm/" + smosd_.store() + ".meta";
+  const std::vector<std::string> args = {"-f", "--store=" + smosd_.store(), smosd_.mountpoint()};
+
+  ASSERT_EQ(::chmod(meta.c_str(), 0622), 0);
+  EXPECT_EQ(smosd_.RunToExit(args), 1);
+  EXPECT_NE(smosd_.Log().find("others may write it (mode 622)"), std::string::npos)
+      << smosd_.Log();
+  ASSERT_EQ(::chmod(meta.c_str(), 0600), 0);
+
+  ASSERT_EQ(::truncate(meta.c_str(), 0), 0);  // as a smosd killed while creating it leaves it
+  EXPECT_EQ(smosd_.RunToExit(args), 1);
+  EXPECT_NE(smosd_.Log().find("was left half-made"), std::string::npos) << smosd_.Log();
+  EXPECT_EQ(StatErr(meta), kOk) << "the file was removed";
+
+  ASSERT_EQ(::unlink(meta.c_str()), 0);
+  ASSERT_EQ(::mkfifo(meta.c_str(), 0600), 0);  // not waited on for a writer
+  EXPECT_EQ(smosd_.RunToExit(args), 1);
+  EXPECT_NE(smosd_.Log().find("it is not a regular file; start with --reset"), std::string::npos)
+      << smosd_.Log();
+  EXPECT_FALSE(smosd_.IsMounted());
+
+  ASSERT_TRUE(smosd_.Start({}, /*reset=*/true)) << "--reset discards it";
+  EXPECT_EQ(StatErr(smosd_.Path("obj")), Err(ENOENT));
 }
 
 TEST_F(DaemonTest, AMissingMountpointExitsWithTwo) {
