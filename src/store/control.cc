@@ -213,6 +213,7 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
   }
   if ((flags & O_NONBLOCK) || waiter == nullptr) return EAGAIN;
   if (waiter->interrupted && waiter->interrupted()) return EINTR;
+  if (waiters_fail_with_ != 0) return waiters_fail_with_;
   waiters_.emplace(waiter->id, QueuedWaiter{ino, std::move(waiter->done)});
   object_rt_[o].pop_waiters.push_back(waiter->id);
   t.handles++;  // the waiting open holds the ticket
@@ -253,6 +254,7 @@ void Store::fail_pop_waiters(std::uint32_t o, int err) {
 
 void Store::fail_all_waiters(int err) {
   Guard guard(*this);
+  waiters_fail_with_ = err;
   for (std::uint32_t o = 0; o < object_rt_.size(); ++o) {
     if (!object_rt_[o].pop_waiters.empty()) fail_pop_waiters(o, err);
   }

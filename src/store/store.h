@@ -141,7 +141,8 @@ class Store {
   // EINPROGRESS: `done` then runs exactly once, outside the store's lock, with the opened file
   // or an errno (ENOENT when the object is removed), unless cancel_wait(id) wins first. If
   // `interrupted` already says yes, open() fails with EINTR instead of queueing. Without a
-  // waiter (or with O_NONBLOCK), such a pop fails with EAGAIN.
+  // waiter (or with O_NONBLOCK), such a pop fails with EAGAIN; after fail_all_waiters(err),
+  // with err.
   struct Waiter {
     std::uint64_t id;  // unique, chosen by the caller
     std::function<bool()> interrupted;
@@ -156,7 +157,8 @@ class Store {
   bool pops(Ino ino);
   // Returns true if the waiter was still queued: its callback will never run.
   bool cancel_wait(std::uint64_t id);
-  // Ends every waiting pop with `err`: the daemon is stopping.
+  // Ends every waiting pop with `err`, and every pop that would wait from now on: the daemon
+  // is stopping.
   void fail_all_waiters(int err);
   // The kernel dropped `count` references to `ino` taken by lookup().
   void forget(Ino ino, std::uint64_t count);
@@ -410,6 +412,7 @@ class Store {
   std::uint64_t next_fh_ = 1;
   std::unordered_map<Ino, Ticket> tickets_;
   std::unordered_map<std::uint64_t, QueuedWaiter> waiters_;
+  int waiters_fail_with_ = 0;  // set by fail_all_waiters(): no pop waits any more
   std::vector<std::function<void()>> completions_;  // run by ~Guard, outside mu_
   std::condition_variable writes_done_;  // an entry's last write in flight is done
   NameListener name_listener_;

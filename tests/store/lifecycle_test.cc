@@ -119,6 +119,28 @@ TEST_F(StoreLifecycleTest, APopSkipsTheEntriesThatReadersHold) {
   ASSERT_EQ(store().release(popped.fh), 0);
 }
 
+// A stopping daemon answers the pops that wait, and those that would wait after that (a ring
+// worker may still serve one before the unmount): no pop is left for the kernel to abort.
+TEST_F(StoreLifecycleTest, OnceWaitersAreFailedNoPopWaits) {
+  Attr pop;
+  ASSERT_EQ(store().lookup(obj_, control::kPop, Other(), &pop), 0);
+  int answer = -1;
+  Store::Waiter waiter{1, nullptr, [&](int err, const OpenFile&) { answer = err; }};
+  OpenFile popped;
+  ASSERT_EQ(store().open(pop.ino, O_RDONLY, Other(), &popped, &waiter), EINPROGRESS);
+  store().fail_all_waiters(ENOTCONN);
+  EXPECT_EQ(answer, ENOTCONN);
+  Attr later;
+  ASSERT_EQ(store().lookup(obj_, control::kPop, Me(), &later), 0);
+  Store::Waiter late{2, nullptr, [&](int, const OpenFile&) { ADD_FAILURE() << "it waited"; }};
+  EXPECT_EQ(store().open(later.ino, O_RDONLY, Me(), &popped, &late), ENOTCONN);
+  EXPECT_EQ(store().open(later.ino, O_RDONLY | O_NONBLOCK, Me(), &popped), EAGAIN);
+  Put(obj_, "e", "still served");  // what can be popped still is
+  ASSERT_EQ(store().open(later.ino, O_RDONLY, Me(), &popped, &late), 0);
+  EXPECT_EQ(Contents(popped.fh), "still served");
+  ASSERT_EQ(store().release(popped.fh), 0);
+}
+
 TEST_F(StoreLifecycleTest, UnlinkWithoutReadersFreesTheMemoryAtOnce) {
   const std::string data = Pattern(10000, 1);
   Ino ino = Put(obj_, "e", data);
