@@ -13,25 +13,46 @@
 #include <cstring>
 #include <ctime>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 
 namespace smos::os {
 
 namespace {
-pid_t read_thread_group(pid_t tid) {
+// The value of `field` ("\nTgid:") in /proc/TID/status, up to the end of its line; empty when
+// /proc cannot tell.
+std::string status_field(pid_t tid, const char* field) {
+  if (tid <= 0) return {};
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%d/status", static_cast<int>(tid));
   int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return tid;
-  char buf[1024];
+  if (fd < 0) return {};
+  char buf[4096];
   ssize_t n = ::read(fd, buf, sizeof buf - 1);
   ::close(fd);
-  if (n <= 0) return tid;
+  if (n <= 0) return {};
   buf[n] = '\0';
-  const char* line = std::strstr(buf, "\nTgid:");
-  return line ? static_cast<pid_t>(std::strtol(line + 6, nullptr, 10)) : tid;
+  const char* line = std::strstr(buf, field);
+  if (line == nullptr) return {};
+  line += std::strlen(field);
+  return std::string(line, std::strcspn(line, "\n"));
+}
+
+pid_t read_thread_group(pid_t tid) {
+  const std::string tgid = status_field(tid, "\nTgid:");
+  return tgid.empty() ? tid : static_cast<pid_t>(std::strtol(tgid.c_str(), nullptr, 10));
 }
 }  // namespace
+
+bool has_group(pid_t tid, gid_t gid) {
+  const std::string groups = status_field(tid, "\nGroups:");
+  const char* at = groups.c_str();
+  for (char* end;; at = end) {
+    const unsigned long g = std::strtoul(at, &end, 10);
+    if (end == at) return false;
+    if (g == gid) return true;
+  }
+}
 
 // /proc/TID/status costs some 10 us, and every push asks. A thread id is not reused until the
 // kernel has cycled through pid_max (4M) others, far longer than an answer is kept here.

@@ -15,6 +15,9 @@ pid_t thread_group_of(pid_t tid);
 bool is_own_thread(pid_t tid);
 // Whether a thread of this id still exists.
 bool thread_exists(pid_t tid);
+// Whether the thread's supplementary groups hold `gid`. False when /proc cannot tell (the
+// thread has exited, or is 0: a caller from another pid namespace).
+bool has_group(pid_t tid, gid_t gid);
 
 // Runs `probe` in a child process (a fork) and returns its result (0-126), -1 if the child
 // died of a signal or ran past `timeout_ms` (it is killed), or kProbeUnknown if there was no

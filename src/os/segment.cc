@@ -17,15 +17,24 @@ namespace bip = boost::interprocess;
 std::string shm_path(const std::string& shm_name) { return "/dev/shm/" + shm_name; }
 
 int SegmentFile::open(const std::string& shm_name, SegmentFile* out) {
-  try {
-    bip::permissions owner_only(0600);
-    out->shm_ = bip::shared_memory_object(bip::open_or_create, shm_name.c_str(), bip::read_write,
-                                          owner_only);
-  } catch (const bip::interprocess_exception& e) {
-    int err = e.get_native_error();
-    return err > 0 ? err : EIO;
+  const std::string path = shm_path(shm_name);
+  for (bool retried = false;; retried = true) {
+    try {
+      bip::permissions owner_only(0600);
+      out->shm_ = bip::shared_memory_object(bip::open_or_create, shm_name.c_str(),
+                                            bip::read_write, owner_only);
+      break;
+    } catch (const bip::interprocess_exception& e) {
+      const int err = e.get_native_error();
+      // A committed entry's segment has no write bits, which stop a smosd that is not root
+      // (and owns every segment) from opening it again after a restart: it makes it
+      // writable for itself, and the store sets its mode again.
+      if (err != EACCES || retried || ::chmod(path.c_str(), S_IRUSR | S_IWUSR) != 0) {
+        return err > 0 ? err : EIO;
+      }
+    }
   }
-  out->path_ = shm_path(shm_name);
+  out->path_ = path;
   return 0;
 }
 
@@ -106,8 +115,10 @@ int SegmentFile::truncate(std::uint64_t length) {
 
 int SegmentFile::set_owner(uid_t uid, gid_t gid, mode_t mode) {
   if (fchown(fd(), uid, gid) != 0) return errno;
-  return fchmod(fd(), mode & 07777) == 0 ? 0 : errno;
+  return set_mode(mode);
 }
+
+int SegmentFile::set_mode(mode_t mode) { return fchmod(fd(), mode & 07777) == 0 ? 0 : errno; }
 
 std::int64_t SegmentFile::length() const {
   struct stat st;

@@ -56,6 +56,7 @@ class SegmentFile {
   int truncate(std::uint64_t length);
   // Gives the file an owner and permission bits.
   int set_owner(uid_t uid, gid_t gid, mode_t mode);
+  int set_mode(mode_t mode);
   // The file's current length, or a negative errno.
   std::int64_t length() const;
 

@@ -84,9 +84,9 @@ int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr*
   return 0;
 }
 
-std::optional<std::uint32_t> Store::claim_oldest(std::uint32_t o) {
+std::optional<std::uint32_t> Store::claim_oldest(std::uint32_t o, const Caller& caller) {
   for (auto [seq, e] : object_rt_[o].by_seq) {
-    if (entry_rt_[e].readers > 0) continue;
+    if (entry_rt_[e].readers > 0 || !permits(ent(e), caller, R_OK)) continue;
     name_changed(o, e);
     unname(e);
     ent(e).state = EntryState::kZombie;  // nameless, alive for its one reader
@@ -165,16 +165,23 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
   if (t.kind == Control::kPush) {
     if (!writable) return EPERM;
     if (reopened) return EBUSY;
-    const std::uint64_t seq = obj(o).next_seq;
+    // A seq whose name someone took by hand (a cp of another queue's entries) is skipped:
+    // this push must not replace that entry when it commits.
+    std::uint64_t seq = obj(o).next_seq;
     char name[control::kSeqNameWidth + 1];
-    std::snprintf(name, sizeof name, "%0*" PRIu64, static_cast<int>(control::kSeqNameWidth), seq);
+    const ObjectRt& ort = object_rt_[o];
+    for (;; ++seq) {
+      std::snprintf(name, sizeof name, "%0*" PRIu64, static_cast<int>(control::kSeqNameWidth),
+                    seq);
+      if (!ort.committed.contains(name) && !ort.pending.contains(name)) break;
+    }
     std::uint32_t e;
     if (int err = new_entry(o, name, obj(o).mode & 0666, caller.uid, caller.gid, caller, &e);
         err != 0) {
       return err;
     }
     ent(e).seq = seq;  // reserved now, so that the name is known before the commit
-    obj(o).next_seq++;
+    obj(o).next_seq = seq + 1;
     entry_rt_[e].pushed = true;
     bind_ticket(ino, t, e);
     t.handles++;
@@ -207,14 +214,17 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
     out->backing_id = backing;
     return 0;
   }
-  if (std::optional<std::uint32_t> e = claim_oldest(o)) {
+  // A pop reads the entry and removes its name: it takes the object's write permission (which
+  // the kernel checked only for a read of the ticket), and skips entries the caller may not read.
+  if (!permits(obj(o), caller, W_OK)) return EACCES;
+  if (std::optional<std::uint32_t> e = claim_oldest(o, caller)) {
     *out = open_popped(ino, t, *e);
     return 0;
   }
   if ((flags & O_NONBLOCK) || waiter == nullptr) return EAGAIN;
   if (waiter->interrupted && waiter->interrupted()) return EINTR;
   if (waiters_fail_with_ != 0) return waiters_fail_with_;
-  waiters_.emplace(waiter->id, QueuedWaiter{ino, std::move(waiter->done)});
+  waiters_.emplace(waiter->id, QueuedWaiter{ino, caller, std::move(waiter->done)});
   object_rt_[o].pop_waiters.push_back(waiter->id);
   t.handles++;  // the waiting open holds the ticket
   return EINPROGRESS;
@@ -222,15 +232,19 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
 
 void Store::serve_pop_waiters(std::uint32_t o) {
   ObjectRt& ort = object_rt_[o];
-  while (!ort.pop_waiters.empty()) {
-    auto w = waiters_.find(ort.pop_waiters.front());
+  // Oldest waiter first; one that may read none of the entries waits on, and the next is asked.
+  for (auto id = ort.pop_waiters.begin(); id != ort.pop_waiters.end();) {
+    auto w = waiters_.find(*id);
     if (w == waiters_.end()) {  // cancelled
-      ort.pop_waiters.pop_front();
+      id = ort.pop_waiters.erase(id);
       continue;
     }
-    std::optional<std::uint32_t> e = claim_oldest(o);
-    if (!e) return;
-    ort.pop_waiters.pop_front();
+    std::optional<std::uint32_t> e = claim_oldest(o, w->second.caller);
+    if (!e) {
+      ++id;
+      continue;
+    }
+    id = ort.pop_waiters.erase(id);
     QueuedWaiter waiter = std::move(w->second);
     waiters_.erase(w);
     Ticket& t = tickets_.at(waiter.ticket);

@@ -101,7 +101,7 @@ int Store::abandon_new_entry(std::uint32_t e, int err) {
   return err;
 }
 
-int Store::sync_segment_owner(std::uint32_t e) {
+mode_t Store::segment_mode(std::uint32_t e) {
   const layout::EntryRecord& r = ent(e);
   mode_t mode = r.mode & 0777;
   if (r.object != layout::kNoObject) {
@@ -110,7 +110,14 @@ int Store::sync_segment_owner(std::uint32_t e) {
     if (!(dir & S_IXGRP)) mode &= ~0070u;
     if (!(dir & S_IXOTH)) mode &= ~0007u;
   }
-  int err = entry_rt_[e].segment.set_owner(r.uid, r.gid, mode);
+  // Nor write a committed entry through its segment, which the mount refuses.
+  if (r.state != EntryState::kWrite) mode &= ~0222u;
+  return mode;
+}
+
+int Store::sync_segment_owner(std::uint32_t e) {
+  const layout::EntryRecord& r = ent(e);
+  int err = entry_rt_[e].segment.set_owner(r.uid, r.gid, segment_mode(e));
   if (err != 0) spdlog::warn("store '{}': slot {} owner: {}", options_.name, e, std::strerror(err));
   return err;
 }
@@ -148,6 +155,9 @@ void Store::commit(std::uint32_t e) {
   touch(r.times, false);
   r.flags = 0;
   r.state = EntryState::kCommitted;
+  if (int err = entry_rt_[e].segment.set_mode(segment_mode(e)); err != 0) {
+    spdlog::warn("store '{}': slot {} mode: {}", options_.name, e, std::strerror(err));
+  }
   entry_rt_[e].cache_primed = false;
   if (auto it = ort.committed.find(name_of(r.name)); it != ort.committed.end()) {
     const std::uint32_t old = it->second;
@@ -288,7 +298,7 @@ int Store::create(Ino parent, std::string_view name, mode_t mode, int flags,
     // where it cannot be told here (supplementary groups), the open below decides as before.
     const bool replaces = exists && ent(existing).state == EntryState::kCommitted &&
                           (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY &&
-                          may_write(ent(existing), caller);
+                          permits(ent(existing), caller, W_OK);
     if (!exists || replaces) {
       const layout::EntryRecord* old = replaces ? &ent(existing) : nullptr;
       std::uint32_t e;

@@ -114,6 +114,7 @@ void Store::recover() {
       discard_record(e);
       continue;
     }
+    sync_segment_owner(e);  // as it was, unless a smosd that is not root reopened it
     if (closed_write) {
       closed_writes.push_back(e);
       continue;
@@ -215,11 +216,12 @@ int Store::find_object(std::string_view name, std::uint32_t* o) const {
   return 0;
 }
 
-bool Store::may_write(const layout::EntryRecord& r, const Caller& caller) {
+bool Store::permits(std::uint32_t mode, uid_t uid, gid_t gid, const Caller& caller, int want) {
   if (caller.uid == 0) return true;
-  if (caller.uid == r.uid) return (r.mode & S_IWUSR) != 0;
-  if (caller.gid == r.gid) return (r.mode & S_IWGRP) != 0;
-  return (r.mode & S_IWOTH) != 0;
+  const auto grants = [&](int shift) { return ((mode >> shift) & want) == static_cast<unsigned>(want); };
+  if (caller.uid == uid) return grants(6);
+  if (grants(3) == grants(0)) return grants(0);  // no need to know the caller's groups
+  return grants(caller.gid == gid || os::has_group(caller.pid, gid) ? 3 : 0);
 }
 
 bool Store::is_writer(std::uint32_t e, const Caller& caller) const {

@@ -252,6 +252,7 @@ class Store {
   };
   struct QueuedWaiter {
     Ino ticket;
+    Caller caller;
     std::function<void(int, const OpenFile&)> done;
   };
   struct EntryRt {
@@ -306,9 +307,14 @@ class Store {
   int object_at(Ino ino, std::uint32_t* o) const;
   int find_object(std::string_view name, std::uint32_t* o) const;
   bool is_writer(std::uint32_t e, const Caller& caller) const;
-  // Whether the entry's owner, group and mode bits let `caller` write it, as far as the store
-  // can tell: root, or the bits of its class (without supplementary groups).
-  static bool may_write(const layout::EntryRecord& r, const Caller& caller);
+  // Whether `mode`, `uid` and `gid` grant `caller` the access `want` (R_OK, W_OK or both), as
+  // the kernel's checks would: root, or the bits of the caller's class (supplementary groups
+  // come from /proc, and only when the group's and others' bits disagree).
+  static bool permits(std::uint32_t mode, uid_t uid, gid_t gid, const Caller& caller, int want);
+  template <typename Record>
+  static bool permits(const Record& r, const Caller& caller, int want) {
+    return permits(r.mode, r.uid, r.gid, caller, want);
+  }
   // The version of `name` that `caller` sees: the one it is writing, or the committed one.
   int visible_entry(std::uint32_t o, std::string_view name, const Caller& caller,
                     std::uint32_t* e);
@@ -362,6 +368,9 @@ class Store {
   void release_entry_if_unused(std::uint32_t e);
   void name_changed(std::uint32_t o, std::uint32_t old);
   void free_entry(std::uint32_t e);
+  // The mode of an entry's segment file: its own, narrowed by the object's search bits, and
+  // without write bits once it is committed.
+  mode_t segment_mode(std::uint32_t e);
   int sync_segment_owner(std::uint32_t e);
   std::uint64_t new_fh(std::uint32_t e, bool writable, Ino ticket = 0, int backing_id = 0);
   // The entry's backing file id for a passthrough open, or 0 if there is none to be had (or
@@ -385,7 +394,7 @@ class Store {
   // Whether the entry a .latest alias stands for is still the object's newest.
   bool alias_is_newest(const Ticket& t) const;
   OpenFile open_popped(Ino ino, Ticket& t, std::uint32_t e);
-  std::optional<std::uint32_t> claim_oldest(std::uint32_t o);
+  std::optional<std::uint32_t> claim_oldest(std::uint32_t o, const Caller& caller);
   void serve_pop_waiters(std::uint32_t o);
   void fail_pop_waiters(std::uint32_t o, int err);
   void drop_ticket_if_unused(Ino ino);

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "fs/mount_fixture.h"
+#include "smos/control.h"
 
 namespace smos::test {
 namespace {
@@ -96,6 +97,21 @@ TEST_F(PermissionsTest, TheKernelEnforcesModesForOtherUsers) {
   EXPECT_EQ(st.st_gid, kNogroup);
 }
 
+// A pop reads its entry and removes its name (found by QA: anyone could drain any object,
+// and read entries of mode 600 that way).
+TEST_F(PermissionsTest, APopNeedsTheObjectsWritePermissionAndAnEntryItMayRead) {
+  const std::string pop = Path("q/") + control::kPop;
+  MakeEntry("q", 0755, 0644);
+  EXPECT_EQ(AsNobody([&] { return OpenErr(pop, O_RDONLY | O_NONBLOCK); }), Err(EACCES));
+  ASSERT_EQ(ErrOf(::chmod(Path("q").c_str(), 0777)), kOk);
+  ASSERT_EQ(ErrOf(::chmod(Path("q/e").c_str(), 0600)), kOk);
+  EXPECT_EQ(AsNobody([&] { return OpenErr(pop, O_RDONLY | O_NONBLOCK); }), Err(EAGAIN));
+  EXPECT_EQ(ReadFile(Path("q/e")), "secret q") << "the refused pops took it";
+  ASSERT_EQ(ErrOf(::chmod(Path("q/e").c_str(), 0604)), kOk);
+  EXPECT_EQ(AsNobody([&] { return ReadFile(pop).err; }), kOk);
+  EXPECT_EQ(ListDir(Path("q")).names, std::vector<std::string>{}) << "popped";
+}
+
 TEST_F(PermissionsTest, SegmentFilesAreNoMoreReadableThanTheirEntries) {
   struct Case {
     std::string entry;
@@ -121,6 +137,7 @@ TEST_F(PermissionsTest, SegmentFilesAreNoMoreReadableThanTheirEntries) {
     }
     EXPECT_EQ(ReadAsNobody(segment.value), c.nobody_may_read ? kOk : Err(EACCES));
     EXPECT_EQ(ReadAsNobody(c.entry), c.nobody_may_read ? kOk : Err(EACCES));
+    EXPECT_EQ(st.st_mode & 0222, 0u) << "a committed entry's segment is not writable";
   }
 
   // The segment follows its entry's owner.
@@ -135,6 +152,9 @@ TEST_F(PermissionsTest, SegmentFilesAreNoMoreReadableThanTheirEntries) {
   EXPECT_EQ(st.st_uid, kNobody);
   EXPECT_EQ(st.st_gid, kNogroup);
   EXPECT_EQ(ReadAsNobody(segment.value), kOk);
+  // Not even its owner may write it there, as the mount refuses.
+  EXPECT_EQ(AsNobody([&] { return OpenErr(segment.value, O_WRONLY); }), Err(EACCES));
+  EXPECT_EQ(ReadFile(e), "secret private");
 }
 
 }  // namespace

@@ -86,24 +86,33 @@ TEST_F(StoreSegmentTest, ADiscardedEntryFreesItsSlot) {
   ASSERT_EQ(store().release(fh), 0);
 }
 
-// Whoever the mount would refuse cannot read the segment either.
-TEST_F(StoreSegmentTest, TheSegmentModeIsNarrowedByTheObjects) {
+// Whoever the mount would refuse cannot read the segment either, and once the entry is
+// committed nobody may write it there (found by QA: its owner, or anyone its mode let write,
+// could change a committed entry through its segment).
+TEST_F(StoreSegmentTest, TheSegmentModeIsNarrowedByTheObjectsAndTheState) {
   Ino open_obj = MakeObject("open", {}, 0755);
   Ino group_obj = MakeObject("group", {}, 0750);
   Ino private_obj = MakeObject("private", {}, 0700);
-  EXPECT_EQ(ModeOf(Xattr(Put(open_obj, "e", "x", 0644), xattr::kSegment)), 0644u);
-  EXPECT_EQ(ModeOf(Xattr(Put(group_obj, "e", "x", 0644), xattr::kSegment)), 0640u);
+  Attr attr;
+  const std::uint64_t writing = Create(open_obj, "w", &attr, 0666);
+  EXPECT_EQ(ModeOf(Xattr(attr.ino, xattr::kSegment)), 0666u) << "its writer's to write";
+  ASSERT_EQ(store().release(writing), 0);  // commits it
+  EXPECT_EQ(ModeOf(Xattr(attr.ino, xattr::kSegment)), 0444u);
+  EXPECT_EQ(ModeOf(Xattr(Put(open_obj, "e", "x", 0644), xattr::kSegment)), 0444u);
+  EXPECT_EQ(ModeOf(Xattr(Put(group_obj, "e", "x", 0644), xattr::kSegment)), 0440u);
   Ino narrowed = Put(private_obj, "e", "x", 0644);
-  EXPECT_EQ(ModeOf(Xattr(narrowed, xattr::kSegment)), 0600u);
+  EXPECT_EQ(ModeOf(Xattr(narrowed, xattr::kSegment)), 0400u);
 
   SetAttr change;
   change.mode = 0755;
-  Attr attr;
   ASSERT_EQ(store().setattr(private_obj, change, std::nullopt, Me(), &attr), 0);
-  EXPECT_EQ(ModeOf(Xattr(narrowed, xattr::kSegment)), 0644u) << "chmod of the object";
+  EXPECT_EQ(ModeOf(Xattr(narrowed, xattr::kSegment)), 0444u) << "chmod of the object";
   change.mode = 0600;
   ASSERT_EQ(store().setattr(narrowed, change, std::nullopt, Me(), &attr), 0);
-  EXPECT_EQ(ModeOf(Xattr(narrowed, xattr::kSegment)), 0600u) << "chmod of the entry";
+  EXPECT_EQ(ModeOf(Xattr(narrowed, xattr::kSegment)), 0400u) << "chmod of the entry";
+  ASSERT_EQ(Reopen(), 0);
+  EXPECT_EQ(ModeOf(Xattr(narrowed, xattr::kSegment)), 0400u) << "after a restart";
+  EXPECT_EQ(ContentsOf(narrowed, Me()), "x");
 }
 
 }  // namespace
