@@ -362,6 +362,11 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
       // Each truncating open writes a version of its own, even in one process.
       if (rt.writers > 0) return begin_replace(e, caller);
       if (int err = resize(e, 0); err != 0) return err;
+      // A typed entry keeps its layout's size: truncating it zero-fills it (found by QA: the
+      // second open of a replace left it empty).
+      if (!object_rt_[r.object].tracks.empty()) {
+        if (int err = resize(e, obj(r.object).block_size); err != 0) return err;
+      }
     }
     if (writable) {
       r.flags &= ~layout::kEntryClosed;  // its writer is back: not closed after all

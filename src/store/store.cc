@@ -393,15 +393,14 @@ int Store::setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> 
   layout::Timestamps* times;
   std::optional<std::uint32_t> entry;
   if (auto t = tickets_.find(ino); t != tickets_.end()) {
-    // Nothing changes a control file, but an opened .push's writer may resize its entry
-    // (ftruncate) and set its times (futimens, which comes without a handle: touch(1)).
-    if (change.mode || change.uid || change.gid) return EPERM;
+    // Nothing changes a control file, but an opened .push's writer may change its entry's
+    // attributes as any writer may (cp -p does; fchmod and futimens come without a handle).
     if (fh) {
       const Handle* h;
       if (int err = entry_of_handle(*fh, &h); err != 0) return err;
       if (!h->writable) return EPERM;
       entry = h->entry;
-    } else if (!change.size && t->second.kind == Control::kPush && t->second.entry &&
+    } else if (t->second.kind == Control::kPush && t->second.entry &&
                ent(*t->second.entry).state == EntryState::kWrite &&
                is_writer(*t->second.entry, caller)) {
       entry = t->second.entry;

@@ -19,6 +19,7 @@ from smos_mount import MountedTestCase, smos_client
 
 CONTROL = (".push", ".pop", ".latest")
 SEQ1 = "00000000000000000001"  # the name of an object's first push
+SEQ2 = "00000000000000000002"
 FORK = multiprocessing.get_context("fork")
 
 
@@ -165,17 +166,29 @@ class ControlFileNamesTest(MountedTestCase):
         with open(os.path.join(p, SEQ1), "rb") as f:
             self.assertEqual(f.read(), b"x")
 
-    def test_touch_of_push_pushes_an_empty_entry(self):
+    def test_touch_and_cp_p_of_push(self):
         # touch(1) opens .push, then sets the times of what it opened: the push's own entry.
         p = self.path(self.obj())
         subprocess.run(["touch", os.path.join(p, ".push")], check=True, timeout=10)
         self.assertEqual(sorted(os.listdir(p)), sorted(CONTROL + (SEQ1,)))
         self.assertEqual(os.stat(os.path.join(p, SEQ1)).st_size, 0)
+        # cp -p sets the mode and times of the entry it pushed.
+        fd, src = tempfile.mkstemp()
+        self.addCleanup(os.unlink, src)
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"kept")
+        os.chmod(src, 0o600)
+        os.utime(src, (1_000_000, 1_000_000))
+        subprocess.run(["cp", "-p", src, os.path.join(p, ".push")], check=True, timeout=10)
+        st = os.stat(os.path.join(p, SEQ2))
+        self.assertEqual((st.st_mode & 0o7777, int(st.st_mtime), st.st_size),
+                         (0o600, 1_000_000, 4))
+        os.unlink(os.path.join(p, SEQ1))
         # touch of .pop opens it for writing: EPERM, and nothing is popped.
         r = subprocess.run(["touch", os.path.join(p, ".pop")], capture_output=True, timeout=10)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn(b"Operation not permitted", r.stderr)
-        self.assertEqual(sorted(os.listdir(p)), sorted(CONTROL + (SEQ1,)))
+        self.assertEqual(sorted(os.listdir(p)), sorted(CONTROL + (SEQ2,)))
 
     def test_rm_r_and_rmdir(self):
         p = self.path(self.obj())

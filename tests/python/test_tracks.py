@@ -2,6 +2,7 @@
 
 import errno
 import os
+import subprocess
 
 import numpy as np
 
@@ -135,6 +136,15 @@ class LayoutTest(MountedTestCase):
             f.write(b"abc")
         with open(os.path.join(p, "x"), "rb") as f:
             self.assertEqual(f.read(), b"abc" + bytes(5))
+        # A replace too is born at full size, zero-filled (it was left as short as what was
+        # written).
+        subprocess.run(f"echo z > {os.path.join(p, 'x')}", shell=True, check=True, timeout=10)
+        self.assertEqual(os.stat(os.path.join(p, "x")).st_size, 8)
+        with open(os.path.join(p, "x"), "rb") as f:
+            self.assertEqual(f.read(), b"z\n" + bytes(6))
+        subprocess.run(["cp", "/dev/null", os.path.join(p, "x")], check=True, timeout=10)
+        with open(os.path.join(p, "x"), "rb") as f:
+            self.assertEqual(f.read(), bytes(8))
 
 
 class ClientTracksTest(MountedTestCase):

@@ -146,10 +146,11 @@ TEST_F(StoreCommitTest, ACommittedEntryCannotBeTruncated) {
   EXPECT_EQ(store().stats().memory_used, 5u);
 }
 
-// touch(1) of .push opens it, then sets the times by name (futimens comes without a handle):
-// that is the push's writer setting its own entry's times, and the close pushes an empty
-// entry, as `: > .push` does. Nothing else changes a control file.
-TEST_F(StoreCommitTest, APushsWriterMaySetItsEntrysTimesButNothingElseOfAControlFile) {
+// touch(1) of .push opens it, then sets the times of what it opened (futimens comes without
+// a handle): that is the push's writer changing its own entry, and the close pushes an empty
+// entry, as `: > .push` does. cp -p does the same with fchmod. Nothing else changes a control
+// file.
+TEST_F(StoreCommitTest, APushsWriterMayChangeItsEntrysAttributesButNothingElseOfAControlFile) {
   Ino obj = MakeObject("o");
   Put(obj, "e", "x");
   Attr ticket;
@@ -165,20 +166,22 @@ TEST_F(StoreCommitTest, APushsWriterMaySetItsEntrysTimesButNothingElseOfAControl
   EXPECT_EQ(attr.times.mtime_ns, 1'000'000'000);
   SetAttr mode;
   mode.mode = 0600;
-  EXPECT_EQ(store().setattr(ticket.ino, mode, push.fh, Me(), &attr), EPERM);
+  EXPECT_EQ(store().setattr(ticket.ino, mode, std::nullopt, Other(), &attr), EPERM);
+  ASSERT_EQ(store().setattr(ticket.ino, mode, std::nullopt, Me(), &attr), 0);
   ASSERT_EQ(store().flush(push.fh, Me()), 0);
   ASSERT_EQ(store().release(push.fh), 0);
   ASSERT_EQ(Listing(obj), (Names{"00000000000000000002", "e"}));
   ASSERT_EQ(GetAttr(InoOf(obj, "00000000000000000002", Other()), &attr), 0);
   EXPECT_EQ(attr.size, 0u);
   EXPECT_EQ(attr.times.mtime_ns, 1'000'000'000);
-  EXPECT_EQ(attr.mode & 07777, 0644u);
+  EXPECT_EQ(attr.mode & 07777, 0600u);
 
   // .pop and .latest, opened or not, and .push unopened.
   for (const char* name : {control::kPop, control::kLatest, control::kPush}) {
     SCOPED_TRACE(name);
     ASSERT_EQ(store().lookup(obj, name, Me(), &ticket), 0);
     EXPECT_EQ(store().setattr(ticket.ino, times, std::nullopt, Me(), &attr), EPERM);
+    EXPECT_EQ(store().setattr(ticket.ino, mode, std::nullopt, Me(), &attr), EPERM);
     if (name == control::kPush) continue;
     OpenFile reader;
     ASSERT_EQ(store().open(ticket.ino, O_RDONLY, Me(), &reader), 0);
