@@ -140,7 +140,11 @@ int Store::setxattr(Ino ino, std::string_view name, std::string_view value, int 
       if (r.entries_created > 0) return EBUSY;
       std::memcpy(r.tracks, canonical.data(), canonical.size());
       r.tracks_len = static_cast<std::uint16_t>(canonical.size());
-      if (!tracks.empty()) r.block_size = tracks_size(tracks);
+      if (!tracks.empty()) {
+        r.block_size = tracks_size(tracks);
+      } else if (!ort.tracks.empty()) {
+        r.block_size = options_.default_block_size;  // the layout's size was no one's choice
+      }
       ort.tracks = std::move(tracks);
     } else if (is_smos_name(name)) {
       return EPERM;

@@ -108,6 +108,9 @@ class LayoutTest(MountedTestCase):
         self.assertEqual(xattr(p, "user.smos.block_size"), str(64 + 8))
         setx(p, "user.smos.tracks", "")
         self.assertErrno(errno.ENODATA, os.getxattr, p, "user.smos.tracks")
+        # The block size the layout implied goes with it.
+        self.assertEqual(xattr(p, "user.smos.block_size"),
+                         xattr(self.path(self.obj()), "user.smos.block_size"))
         setx(p, "user.smos.block_size", "100")
         with open(os.path.join(p, "x"), "wb") as f:
             f.write(b"free-form")
