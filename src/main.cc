@@ -273,8 +273,8 @@ int serve(const Options& opts, smos::Store& store) {
       fuse_daemonize(opts.foreground ? 1 : 0);
       smos::fs::ChannelBackingFiles backing(context);
       if (opts.passthrough) store.set_backing_files(&backing);
-      smos::fs::Notifier notifier(se, [&context, se] {
-        context.channel.bump_epoch(fuse_session_fd(se));  // fails only once unmounted
+      smos::fs::Notifier notifier(se, [&context] {
+        context.channel.bump_epoch();  // fails only once unmounted
         return context.channel.knows_epochs();
       });
       store.set_name_listener([&notifier](smos::Ino parent, const std::string& name) {
@@ -288,6 +288,7 @@ int serve(const Options& opts, smos::Store& store) {
       const int stopped = fuse_session_loop_mt(se, loop);
       notifier.stop_dropping();
       rc = stopped == 0 || stopped == SIGINT || stopped == SIGTERM || stopped == SIGHUP ? 0 : 1;
+      if (context.channel.ring_failed()) rc = 1;  // it sent the SIGTERM: no clean stop
       fuse_loop_cfg_destroy(loop);
       // Nothing will wake the pops that wait: answer them while a reply can still reach them.
       store.fail_all_waiters(ENOTCONN);
@@ -310,6 +311,9 @@ int serve(const Options& opts, smos::Store& store) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // An ignored SIGCHLD is inherited across exec, and would have the kernel reap the children
+  // whose status smosd waits for (fusermount3 clearing a stale mount).
+  std::signal(SIGCHLD, SIG_DFL);
   Options opts = parse_options(argc, argv);
   setup_logging(opts);
   raise_fd_limit(opts.store.max_entries + 256);

@@ -154,17 +154,16 @@ int install_channel(Context& context, const std::string& mountpoint) {
     buf.mem = request;
     fuse_session_process_buf(se, &buf);
   }, std::filesystem::absolute(mountpoint).string());
+  if (int err = context.channel.adopt_device(fuse_session_fd(se)); err != 0) return err;
   return fuse_session_custom_io(se, &io, fuse_session_fd(se));
 }
 
 int ChannelBackingFiles::open(int fd) {
   if (!context_.channel.passthrough()) return -EOPNOTSUPP;
-  return context_.channel.backing_open(fuse_session_fd(context_.session), fd);
+  return context_.channel.backing_open(fd);
 }
 
-void ChannelBackingFiles::close(int id) {
-  context_.channel.backing_close(fuse_session_fd(context_.session), id);
-}
+void ChannelBackingFiles::close(int id) { context_.channel.backing_close(id); }
 
 const fuse_lowlevel_ops& operations() {
   static const fuse_lowlevel_ops ops = [] {

@@ -213,7 +213,7 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   // notifier's thread that waits and replies.
   Context* context = static_cast<Context*>(fuse_req_userdata(req));
   Notifier* notifier = context->notifier;
-  if (!context->channel.bump_epoch(fuse_session_fd(context->session))) {
+  if (!context->channel.bump_epoch()) {
     if (notifier != nullptr) {
       const std::uint64_t fh = fi->fh;
       notifier->invalidate_entry(stale.parent, std::move(stale.name),

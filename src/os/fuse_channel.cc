@@ -53,24 +53,34 @@ thread_local std::uint64_t read_unique = 0;
 FuseChannel::ReplyBacking::ReplyBacking(int id) { reply_backing_id = id; }
 FuseChannel::ReplyBacking::~ReplyBacking() { reply_backing_id = 0; }
 
-int FuseChannel::backing_open(int dev_fd, int fd) {
+FuseChannel::~FuseChannel() {
+  if (device_ >= 0) ::close(device_);
+}
+
+int FuseChannel::adopt_device(int fd) {
+  device_ = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  return device_ >= 0 ? 0 : -errno;
+}
+
+int FuseChannel::backing_open(int fd) {
   BackingMap map{fd, 0, 0};
-  const int id = ::ioctl(dev_fd, kIocBackingOpen, &map);
+  const int id = ::ioctl(device_, kIocBackingOpen, &map);
   return id > 0 ? id : -errno;
 }
 
-void FuseChannel::backing_close(int dev_fd, int id) {
+void FuseChannel::backing_close(int id) {
   std::uint32_t arg = static_cast<std::uint32_t>(id);
-  if (::ioctl(dev_fd, kIocBackingClose, &arg) != 0) {
+  if (::ioctl(device_, kIocBackingClose, &arg) != 0) {
     spdlog::warn("FUSE channel: closing backing file {}: {}", id, std::strerror(errno));
   }
 }
 
-bool FuseChannel::bump_epoch(int dev_fd) {
+bool FuseChannel::bump_epoch() {
   if (no_epoch_.load(std::memory_order_relaxed)) return false;
   fuse_out_header notify{sizeof(fuse_out_header), kNotifyIncEpoch, 0};
-  if (::write(dev_fd, &notify, sizeof notify) == static_cast<ssize_t>(sizeof notify)) return true;
-  if (errno != ENOENT && errno != ENOTCONN && !no_epoch_.exchange(true)) {
+  if (::write(device_, &notify, sizeof notify) == static_cast<ssize_t>(sizeof notify)) return true;
+  // The connection is gone (the unmount): that says nothing about epochs.
+  if (errno != ENOENT && errno != ENOTCONN && errno != ENODEV && !no_epoch_.exchange(true)) {
     spdlog::warn("FUSE channel: the kernel refused FUSE_NOTIFY_INC_EPOCH ({}); a name may stay "
                  "cached on a replaced version after a lookup that raced with the replace",
                  std::strerror(errno));
@@ -213,10 +223,11 @@ ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {
       if (ring_payload == 0) ring_.stop();
     }
   }
-  const ssize_t n = ::writev(fd, iov, count);
+  const int device = device_ >= 0 ? device_ : fd;
+  const ssize_t n = ::writev(device, iov, count);
   if (ring_payload != 0) {
     if (n >= 0) {
-      ring_.start(fd, ring_payload, [this](char* request, std::size_t size) {
+      ring_.start(device, ring_payload, [this](char* request, std::size_t size) {
         received(request, size);
         dispatch_(request, size);
       }, mountpoint_);

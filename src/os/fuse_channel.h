@@ -44,6 +44,15 @@ class FuseChannel {
     releases_.set_nudge([this](int cpu) { return nudge(cpu); });
   }
 
+  ~FuseChannel();
+  FuseChannel(const FuseChannel&) = delete;
+  FuseChannel& operator=(const FuseChannel&) = delete;
+
+  // Takes a descriptor of its own for the device that libfuse's `fd` is open on: every write
+  // and ioctl goes there. libfuse closes its own at the unmount, while the ring's workers still
+  // reply and notify, and the number could by then be a slot file's. 0 or -errno.
+  int adopt_device(int fd);
+
   // Where the ring's workers send requests, and the mount's absolute path; set before the
   // session starts.
   void set_ring_server(FuseRing::Dispatch dispatch, std::string mountpoint) {
@@ -55,17 +64,19 @@ class FuseChannel {
   bool ring_offered() const { return ring_.prepared(); }
   // Stops the ring's workers. Call once the mount is gone, before the session is destroyed.
   void stop_ring() { ring_.stop(); }
+  // Whether a ring queue failed, which stops the daemon as a SIGTERM would.
+  bool ring_failed() const { return ring_.failed(); }
 
   // Whether the kernel accepted FUSE_PASSTHROUGH (known once INIT is answered).
   bool passthrough() const { return passthrough_.load(std::memory_order_acquire); }
   // Registers `fd` as a backing file: its id (> 0), or -errno.
-  int backing_open(int dev_fd, int fd);
-  void backing_close(int dev_fd, int id);
+  int backing_open(int fd);
+  void backing_close(int id);
   // FUSE_NOTIFY_INC_EPOCH (protocol 7.44, kernel 6.16+): every name the kernel caches now, or
   // will cache from a lookup answered before now, is looked up again before its next use.
   // Returns false, and does nothing from then on, if the kernel does not know the notification
   // (or epochs were declined).
-  bool bump_epoch(int dev_fd);
+  bool bump_epoch();
   // Whether the kernel takes new epochs (known once INIT has been read): false before 6.16,
   // with --no-epochs, or once the kernel refused one.
   bool knows_epochs() const;
@@ -108,6 +119,7 @@ class FuseChannel {
   // Shows a request to releases_, and remembers its number for this thread's wait_turn().
   void received(const void* request, std::size_t size) noexcept;
 
+  int device_ = -1;  // see adopt_device()
   std::atomic<std::uint64_t> init_unique_{0};  // the INIT request, until it is answered
   std::atomic<std::uint64_t> kernel_flags_{0};  // flags | flags2 << 32
   std::atomic<std::uint32_t> kernel_minor_{0};

@@ -493,6 +493,7 @@ void FuseRing::give_up(Worker& worker, const char* what, int err) {
   spdlog::error("FUSE ring: queue {}: {}: {}; stopping, as that CPU's requests would wait forever "
                 "(smosd --no-io-uring serves through /dev/fuse)",
                 worker.qid, what, std::strerror(err));
+  failed_.store(true, std::memory_order_release);
   ::kill(::getpid(), SIGTERM);
 }
 

@@ -58,6 +58,8 @@ class FuseRing {
   bool prepared() const { return !workers_.empty(); }
   // Why prepare() failed.
   const std::string& why_not() const { return why_not_; }
+  // Whether a queue failed and stopped the daemon (with SIGTERM): it did not stop cleanly.
+  bool failed() const { return failed_.load(std::memory_order_acquire); }
   // Sends a reply (fuse_out_header, then its payload) through the entry of the request it
   // answers, and returns true; false if no ring request has that unique (nothing is done).
   bool reply(const iovec* iov, int count);
@@ -101,6 +103,7 @@ class FuseRing {
   std::atomic<bool> running_{false};  // between start() and stop()
   bool stopped_ = false;
   std::string why_not_;
+  std::atomic<bool> failed_{false};
   std::mutex entries_mu_;  // guards entries_ (it only grows); orders stop() against replies
   std::vector<std::unique_ptr<Entry>> entries_;
   static thread_local Entry* serving_;  // the entry whose request this thread dispatches
