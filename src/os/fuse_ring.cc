@@ -123,6 +123,9 @@ struct FuseRing::Entry {
   std::uint64_t commit_id = 0;  // the request it holds
   std::atomic<std::uint64_t> unique{0};  // the same while unanswered, else 0: what reply() looks for
   std::atomic<int> state{kWaiting};
+  // Registered because another entry was parked: the first request it takes may overtake
+  // requests stranded in the kernel's queue (see serve()). Its worker's alone.
+  bool overtakes = false;
 };
 
 struct FuseRing::Worker {
@@ -140,7 +143,6 @@ struct FuseRing::Worker {
   std::atomic<bool> gave_up{false};  // give_up() has stopped the daemon: serve nothing more
   std::atomic<std::chrono::steady_clock::rep> eager_until{0};  // see serve_next_at_once()
   bool preempts = false;  // runs SCHED_OTHER for now
-  bool stranded = false;  // an entry was parked: requests may wait in the kernel (see serve())
 };
 
 FuseRing::FuseRing() = default;
@@ -306,10 +308,11 @@ bool arm_wake(io_uring* ring, int fd, std::uint64_t* count) {
 
 }  // namespace
 
-int FuseRing::add_entry(Worker& worker) {
+int FuseRing::add_entry(Worker& worker, bool overtakes) {
   auto entry = std::make_unique<Entry>(max_payload_);
   if (entry->buffer == MAP_FAILED) return ENOMEM;
   entry->owner = &worker;
+  entry->overtakes = overtakes;
   entry->iov[0] = {&entry->header, sizeof entry->header};
   entry->iov[1] = {entry->buffer + kHeadroom, max_payload_};
   Entry* e = entry.get();
@@ -411,7 +414,9 @@ void FuseRing::serve(Worker& worker, Entry& entry) {
 
   serving_ = &entry;
   next_at_once_ = false;
-  overtaking_ = std::exchange(worker.stranded, false);
+  // Only the first request of an entry registered after a park (not one fetched before it, in
+  // the same batch of completions) may have overtaken the stranded ones.
+  overtaking_ = std::exchange(entry.overtakes, false);
   dispatch_(request, in.len);
   serving_ = nullptr;
   overtaking_ = false;
@@ -431,9 +436,10 @@ void FuseRing::serve(Worker& worker, Entry& entry) {
     // takes and whose commit takes up the oldest queued one. The request that the new entry
     // takes (the kicker's, or another made first) so overtakes the queued ones, and must not
     // wait for them (FuseRing::overtaking()); after its commit, the queue is in order again.
-    if (int err = add_entry(worker); err != 0) return give_up(worker, "another entry", err);
+    if (int err = add_entry(worker, /*overtakes=*/true); err != 0) {
+      return give_up(worker, "another entry", err);
+    }
     io_uring_submit(&worker.ring);
-    worker.stranded = true;
     request_kick(worker);
   } else {
     commit(worker, entry);

@@ -85,7 +85,8 @@ class FuseRing {
 
   void run(Worker& worker);
   // Registers another entry: 0, ENOMEM, or EBUSY when the kernel takes no more commands.
-  int add_entry(Worker& worker);
+  // `overtakes`: it replaces a parked one (see serve()).
+  int add_entry(Worker& worker, bool overtakes = false);
   void fill(Entry& entry, fuse_out_header out, const iovec* iov, int count);
   void commit(Worker& worker, Entry& entry);  // gives up if the kernel takes no more commands
   void serve(Worker& worker, Entry& entry);
