@@ -187,6 +187,7 @@ const fuse_lowlevel_ops& operations() {
     o.flush = op_flush;
     o.release = op_release;
     o.fsync = op_fsync;
+    o.fallocate = op_fallocate;
     o.opendir = InOrder<op_opendir>::serve;
     o.readdir = InOrder<op_readdir>::serve;
     o.releasedir = op_releasedir;

@@ -239,6 +239,16 @@ void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   fuse_reply_err(req, err);
 }
 
+// Valid replies: fuse_reply_err. Never ENOSYS, which would turn fallocate off for the mount.
+void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length,
+                  fuse_file_info* fi) {
+  const int err = offset < 0 || length < 0 ? EINVAL : guarded("fallocate", [&] {
+    return store_of(req).fallocate(fi->fh, mode, static_cast<std::uint64_t>(offset),
+                                   static_cast<std::uint64_t>(length));
+  });
+  fuse_reply_err(req, err);
+}
+
 // Bytes live in shared memory; there is nothing to make durable.
 // Valid replies: fuse_reply_err.
 void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }

@@ -605,6 +605,37 @@ void Store::await_writes(Guard& guard,
   }
 }
 
+int Store::set_size(std::uint32_t e, std::uint64_t size) {
+  layout::EntryRecord& r = ent(e);
+  if (size > obj(r.object).block_size) return wrote(e, EFBIG);
+  if (!object_rt_[r.object].tracks.empty() && size != r.size) return EINVAL;
+  if (int err = wrote(e, resize(e, size)); err != 0) return err;
+  r.flags &= ~layout::kEntryClosed;
+  entry_rt_[e].written = true;
+  touch(r.times, true);
+  return 0;
+}
+
+int Store::fallocate(std::uint64_t fh, int mode, std::uint64_t offset, std::uint64_t length) {
+  // An entry's slot file is exactly as long as the entry, and every byte of it is memory
+  // already: there is nothing to allocate past the end (FALLOC_FL_KEEP_SIZE), nor any hole to
+  // punch. What is left is growing a write entry, as ftruncate does.
+  if (mode != 0) return EOPNOTSUPP;
+  if (length == 0 || offset > UINT64_MAX - length) return EINVAL;
+  Guard guard(*this);
+  await_writes(guard, [&]() -> std::optional<std::uint32_t> {
+    const Handle* h;
+    if (entry_of_handle(fh, &h) != 0) return std::nullopt;
+    return h->entry;
+  });
+  const Handle* h;
+  if (int err = entry_of_handle(fh, &h); err != 0) return err;
+  if (!h->writable) return EBADF;
+  if (ent(h->entry).state != EntryState::kWrite) return EPERM;
+  if (offset + length <= ent(h->entry).size) return 0;
+  return set_size(h->entry, offset + length);
+}
+
 void Store::name_dropped(std::uint64_t fh) {
   Guard guard(*this);
   const Handle* h;

@@ -426,14 +426,9 @@ int Store::setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> 
   }
   if (change.size) {
     if (!entry) return EISDIR;
-    layout::EntryRecord& r = ent(*entry);
+    const layout::EntryRecord& r = ent(*entry);
     if (r.state != EntryState::kWrite || (!fh && !is_writer(*entry, caller))) return EPERM;
-    if (*change.size > obj(r.object).block_size) return wrote(*entry, EFBIG);
-    if (!object_rt_[r.object].tracks.empty() && *change.size != r.size) return EINVAL;
-    if (int err = wrote(*entry, resize(*entry, *change.size)); err != 0) return err;
-    ent(*entry).flags &= ~layout::kEntryClosed;
-    entry_rt_[*entry].written = true;
-    touch(r.times, true);
+    if (int err = set_size(*entry, *change.size); err != 0) return err;
   }
   if (change.mode) *mode = *change.mode & (entry ? kEntryModeBits : 07777);
   if (change.uid) *uid = *change.uid;

@@ -126,6 +126,10 @@ class Store {
   // `fh` is the handle the kernel passed along (ftruncate), if any.
   int setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> fh,
               const Caller& caller, Attr* out);
+  // fallocate(2) through a writable handle: mode 0 grows its write entry to offset + length,
+  // as ftruncate would (EFBIG, ENOSPC, EINVAL for typed entries); any other mode is
+  // EOPNOTSUPP.
+  int fallocate(std::uint64_t fh, int mode, std::uint64_t offset, std::uint64_t length);
   int readdir(Ino dir, std::vector<DirEntry>* out);
 
   // Objects.
@@ -371,6 +375,9 @@ class Store {
   // The mode of an entry's segment file: its own, narrowed by the object's search bits, and
   // without write bits once it is committed.
   mode_t segment_mode(std::uint32_t e);
+  // ftruncate of write entry `e` by its writer: the block size, a typed layout's size, and the
+  // budget permitting. Counts as a write (see wrote()).
+  int set_size(std::uint32_t e, std::uint64_t size);
   int sync_segment_owner(std::uint32_t e);
   std::uint64_t new_fh(std::uint32_t e, bool writable, Ino ticket = 0, int backing_id = 0);
   // The entry's backing file id for a passthrough open, or 0 if there is none to be had (or

@@ -1,5 +1,7 @@
 // Entries: create, the write state and who sees it, commit on close, immutability, read and
 // delete.
+#include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -132,6 +134,28 @@ TEST_F(EntriesTest, ACommittedEntryIsImmutable) {
   EXPECT_EQ(ReadFile(e), "frozen");
   EXPECT_EQ(GetXattr(e, xattr::kSeq), "1");
   EXPECT_EQ(GetXattr(e, xattr::kState), "idle");
+}
+
+// fallocate(2) grows an entry being written, as ftruncate does (fallocate(1), and
+// posix_fallocate, which glibc would otherwise emulate by writing zeros through the mount).
+TEST_F(EntriesTest, FallocateGrowsAnEntryBeingWritten) {
+  std::string e = Entry("e");
+  Fd fd = Open(e, O_WRONLY | O_CREAT);
+  ASSERT_TRUE(fd.ok());
+  ASSERT_EQ(::write(fd.get(), "abc", 3), 3);
+  ASSERT_EQ(ErrOf(::fallocate(fd.get(), 0, 0, 1 << 20)), kOk);
+  struct stat st;
+  ASSERT_EQ(ErrOf(::fstat(fd.get(), &st)), kOk);
+  EXPECT_EQ(st.st_size, 1 << 20);
+  EXPECT_EQ(ErrOf(::fallocate(fd.get(), FALLOC_FL_KEEP_SIZE, 0, 2 << 20)), Err(EOPNOTSUPP));
+  EXPECT_EQ(::posix_fallocate(fd.get(), 0, 2 << 20), 0);
+  fd = Fd();
+  ASSERT_EQ(ErrOf(::stat(e.c_str(), &st)), kOk);
+  EXPECT_EQ(st.st_size, 2 << 20);
+  EXPECT_EQ(ReadFile(e).value, "abc" + std::string((2 << 20) - 3, '\0'));
+  EXPECT_EQ(GetXattr(obj_, xattr::kBytes), std::to_string(2 << 20));
+  Fd reader = Open(e, O_RDONLY);
+  EXPECT_EQ(ErrOf(::fallocate(reader.get(), 0, 0, 4 << 20)), Err(EBADF));
 }
 
 TEST_F(EntriesTest, AnEntryCommitsAtTheLastCloseOfItsFileNotAtADuplicates) {

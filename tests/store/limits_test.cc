@@ -1,4 +1,6 @@
 // The limits on entries: capacity, the store's memory budget, and the block size.
+#include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -151,6 +153,44 @@ TEST_F(StoreMemoryBudgetTest, APushThatRunsOutOfMemoryIsNotQueued) {
   ASSERT_EQ(store().flush(push.fh, Me()), 0);
   ASSERT_EQ(store().release(push.fh), 0);
   EXPECT_EQ(Listing(obj), (Names{"00000000000000000003", "first"}));
+}
+
+// fallocate(2) grows a write entry as ftruncate does, within the same limits; there is
+// nothing else to allocate.
+TEST_F(StoreMemoryBudgetTest, FallocateGrowsAWriteEntryWithinTheLimits) {
+  Ino obj = MakeObject("o", {{xattr::kBlockSize, "512K"}});
+  Attr attr;
+  const std::uint64_t fh = Create(obj, "e", &attr);
+  ASSERT_EQ(Write(fh, 0, "head"), 0);
+  ASSERT_EQ(store().fallocate(fh, 0, 4096, 4096), 0);
+  ASSERT_EQ(GetAttr(attr.ino, &attr), 0);
+  EXPECT_EQ(attr.size, 8192u);
+  EXPECT_EQ(store().stats().memory_used, 8192u);
+  EXPECT_EQ(store().fallocate(fh, 0, 0, 100), 0) << "within the entry: nothing to do";
+  EXPECT_EQ(store().fallocate(fh, FALLOC_FL_KEEP_SIZE, 0, 1 << 16), EOPNOTSUPP);
+  EXPECT_EQ(store().fallocate(fh, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4), EOPNOTSUPP);
+  EXPECT_EQ(store().fallocate(fh, 0, 512 << 10, 1), EFBIG) << "past the block size";
+  EXPECT_EQ(store().fallocate(fh, 0, ~0ull - 1, 4), EINVAL);
+  ASSERT_EQ(GetAttr(attr.ino, &attr), 0);
+  EXPECT_EQ(attr.size, 8192u) << "a failed fallocate changes nothing";
+  const std::uint64_t other = Create(obj, "other");
+  ASSERT_EQ(Write(other, 0, Pattern(512 << 10, 1)), 0);
+  const std::uint64_t third = Create(obj, "third");
+  ASSERT_EQ(Write(third, 0, Pattern(500 << 10, 2)), 0);
+  EXPECT_EQ(store().fallocate(fh, 0, 0, 64 << 10), ENOSPC) << "past the budget";
+  ASSERT_EQ(store().release(fh), 0);
+  EXPECT_EQ(ContentsOf(InoOf(obj, "e", Other()), Other()), "head" + std::string(8188, '\0'));
+  ASSERT_EQ(store().release(other), 0);
+  ASSERT_EQ(store().release(third), 0);
+
+  // Not through a read-only handle, nor once the entry is committed.
+  const std::uint64_t reader = OpenRead(InoOf(obj, "e", Other()), Other());
+  EXPECT_EQ(store().fallocate(reader, 0, 0, 1 << 14), EBADF);
+  ASSERT_EQ(store().release(reader), 0);
+  const std::uint64_t committed = Create(obj, "f", &attr);
+  ASSERT_EQ(SetXattr(attr.ino, xattr::kState, "idle"), 0);
+  EXPECT_EQ(store().fallocate(committed, 0, 0, 1 << 14), EPERM);
+  ASSERT_EQ(store().release(committed), 0);
 }
 
 TEST_F(StoreMemoryBudgetTest, AZombieHoldsItsMemoryUntilReleased) {
