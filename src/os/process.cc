@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -13,54 +14,84 @@
 #include <cstring>
 #include <ctime>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 namespace smos::os {
 
 namespace {
-// The value of `field` ("\nTgid:") in /proc/TID/status, up to the end of its line; empty when
-// /proc cannot tell.
-std::string status_field(pid_t tid, const char* field) {
+// /proc/TID/status, whole: a long Groups: line must not be cut. Empty when /proc cannot tell.
+std::string read_status(pid_t tid) {
   if (tid <= 0) return {};
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%d/status", static_cast<int>(tid));
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return {};
+  std::string text;
   char buf[4096];
-  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      text.clear();
+      break;
+    }
+    text.append(buf, static_cast<std::size_t>(n));
+  }
   ::close(fd);
-  if (n <= 0) return {};
-  buf[n] = '\0';
-  const char* line = std::strstr(buf, field);
-  if (line == nullptr) return {};
-  line += std::strlen(field);
-  return std::string(line, std::strcspn(line, "\n"));
+  return text;
 }
 
-pid_t read_thread_group(pid_t tid) {
-  const std::string tgid = status_field(tid, "\nTgid:");
-  return tgid.empty() ? tid : static_cast<pid_t>(std::strtol(tgid.c_str(), nullptr, 10));
+// The rest of the line that starts with `field` ("Tgid:"), or nullopt.
+std::optional<std::string_view> field_of(std::string_view status, std::string_view field) {
+  for (std::size_t at = 0; at < status.size();) {
+    std::size_t end = status.find('\n', at);
+    if (end == std::string_view::npos) return std::nullopt;  // cut short: believe none of it
+    const std::string_view line = status.substr(at, end - at);
+    if (line.starts_with(field)) return line.substr(field.size());
+    at = end + 1;
+  }
+  return std::nullopt;
+}
+
+ThreadInfo read_thread_info(pid_t tid) {
+  ThreadInfo info;
+  info.tgid = tid;
+  const std::string status = read_status(tid);
+  const auto tgid = field_of(status, "Tgid:");
+  if (!tgid) return info;
+  info.known = true;
+  info.tgid = static_cast<pid_t>(std::strtol(std::string(*tgid).c_str(), nullptr, 10));
+  if (const auto groups = field_of(status, "Groups:")) {
+    const std::string text(*groups);
+    const char* at = text.c_str();
+    for (char* end;; at = end) {
+      const unsigned long g = std::strtoul(at, &end, 10);
+      if (end == at) break;
+      info.groups.push_back(static_cast<gid_t>(g));
+    }
+  }
+  if (const auto caps = field_of(status, "CapEff:")) {
+    info.capabilities = std::strtoull(std::string(*caps).c_str(), nullptr, 16);
+  }
+  return info;
 }
 }  // namespace
 
-bool has_group(pid_t tid, gid_t gid) {
-  const std::string groups = status_field(tid, "\nGroups:");
-  const char* at = groups.c_str();
-  for (char* end;; at = end) {
-    const unsigned long g = std::strtoul(at, &end, 10);
-    if (end == at) return false;
-    if (g == gid) return true;
-  }
+bool ThreadInfo::in_group(gid_t gid) const {
+  return std::find(groups.begin(), groups.end(), gid) != groups.end();
 }
 
 // /proc/TID/status costs some 10 us, and every push asks. A thread id is not reused until the
-// kernel has cycled through pid_max (4M) others, far longer than an answer is kept here.
-pid_t thread_group_of(pid_t tid) {
+// kernel has cycled through pid_max (4M) others, far longer than an answer is kept here; a
+// thread's groups and capabilities may change meanwhile, and are then believed for at most
+// that long.
+ThreadInfo thread_info(pid_t tid) {
   constexpr std::int64_t kKeepNs = 1'000'000'000;
   constexpr std::size_t kMaxKept = 4096;
   struct Known {
-    pid_t tgid;
+    ThreadInfo info;
     std::int64_t until;
   };
   static std::mutex mu;
@@ -69,15 +100,17 @@ pid_t thread_group_of(pid_t tid) {
   {
     std::lock_guard lock(mu);
     if (auto it = known.find(tid); it != known.end() && it->second.until > now) {
-      return it->second.tgid;
+      return it->second.info;
     }
   }
-  const pid_t tgid = read_thread_group(tid);
+  ThreadInfo info = read_thread_info(tid);
   std::lock_guard lock(mu);
   if (known.size() >= kMaxKept) known.clear();
-  known[tid] = Known{tgid, now + kKeepNs};
-  return tgid;
+  known[tid] = Known{info, now + kKeepNs};
+  return info;
 }
+
+pid_t thread_group_of(pid_t tid) { return thread_info(tid).tgid; }
 
 bool is_own_thread(pid_t tid) { return thread_group_of(tid) == ::getpid(); }
 

@@ -5,19 +5,29 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 namespace smos::os {
 
-// The thread-group (process) id of a thread id, as FUSE reports thread ids. Returns the
-// argument itself when /proc cannot tell (the thread has already exited).
+// What /proc/TID/status says of a thread (as FUSE reports thread ids), as far as smosd asks:
+// cached for a second.
+struct ThreadInfo {
+  bool known = false;     // false when /proc cannot tell: the thread has exited, or is 0 (a
+                          // caller from another pid namespace)
+  pid_t tgid = 0;         // its process; the thread id itself when unknown
+  std::vector<gid_t> groups;  // supplementary groups
+  std::uint64_t capabilities = 0;  // effective set, one bit per CAP_* number
+  bool in_group(gid_t gid) const;
+  bool capable(int cap) const { return (capabilities >> cap) & 1; }
+};
+ThreadInfo thread_info(pid_t tid);
+// The thread-group (process) id of a thread id. Returns the argument itself when /proc cannot
+// tell (the thread has already exited).
 pid_t thread_group_of(pid_t tid);
 // Whether a thread id (as FUSE reports it) is one of this process's threads.
 bool is_own_thread(pid_t tid);
 // Whether a thread of this id still exists.
 bool thread_exists(pid_t tid);
-// Whether the thread's supplementary groups hold `gid`. False when /proc cannot tell (the
-// thread has exited, or is 0: a caller from another pid namespace).
-bool has_group(pid_t tid, gid_t gid);
 
 // Runs `probe` in a child process (a fork) and returns its result (0-126), -1 if the child
 // died of a signal or ran past `timeout_ms` (it is killed), or kProbeUnknown if there was no

@@ -86,7 +86,9 @@ int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr*
 
 std::optional<std::uint32_t> Store::claim_oldest(std::uint32_t o, const Caller& caller) {
   for (auto [seq, e] : object_rt_[o].by_seq) {
-    if (entry_rt_[e].readers > 0 || !permits(ent(e), caller, R_OK)) continue;
+    if (entry_rt_[e].readers > 0 || !permits(ent(e), caller, R_OK) || !may_unname(o, e, caller)) {
+      continue;
+    }
     name_changed(o, e);
     unname(e);
     ent(e).state = EntryState::kZombie;  // nameless, alive for its one reader

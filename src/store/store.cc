@@ -1,5 +1,6 @@
 #include "store/store.h"
 
+#include <linux/capability.h>
 #include <linux/fs.h>
 #include <sys/stat.h>
 
@@ -217,11 +218,34 @@ int Store::find_object(std::string_view name, std::uint32_t* o) const {
 }
 
 bool Store::permits(std::uint32_t mode, uid_t uid, gid_t gid, const Caller& caller, int want) {
-  if (caller.uid == 0) return true;
+  std::optional<os::ThreadInfo> info;
+  const auto thread = [&]() -> const os::ThreadInfo& {
+    if (!info) info = os::thread_info(caller.pid);
+    return *info;
+  };
   const auto grants = [&](int shift) { return ((mode >> shift) & want) == static_cast<unsigned>(want); };
-  if (caller.uid == uid) return grants(6);
-  if (grants(3) == grants(0)) return grants(0);  // no need to know the caller's groups
-  return grants(caller.gid == gid || os::has_group(caller.pid, gid) ? 3 : 0);
+  bool granted;
+  if (caller.uid == uid) {
+    granted = grants(6);
+  } else if (grants(3) == grants(0)) {
+    granted = grants(0);  // no need to know the caller's groups
+  } else {
+    granted = grants(caller.gid == gid || thread().in_group(gid) ? 3 : 0);
+  }
+  return granted || overrides(caller, thread(), (want & W_OK) ? CAP_DAC_OVERRIDE : CAP_DAC_READ_SEARCH);
+}
+
+bool Store::overrides(const Caller& caller, const os::ThreadInfo& thread, int cap) {
+  // A thread /proc cannot show (another pid namespace's) is privileged if it is root.
+  if (!thread.known) return caller.uid == 0;
+  return thread.capable(cap) || thread.capable(CAP_DAC_OVERRIDE);
+}
+
+bool Store::may_unname(std::uint32_t o, std::uint32_t e, const Caller& caller) {
+  const layout::ObjectRecord& object = obj(o);
+  // A sticky object: only an entry's owner, the object's, or CAP_FOWNER may take its name away.
+  if (!(object.mode & S_ISVTX) || caller.uid == ent(e).uid || caller.uid == object.uid) return true;
+  return overrides(caller, os::thread_info(caller.pid), CAP_FOWNER);
 }
 
 bool Store::is_writer(std::uint32_t e, const Caller& caller) const {
@@ -437,14 +461,18 @@ int Store::setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> 
   if (change.mtime_ns) times->mtime_ns = *change.mtime_ns;
   if (change.mode || change.uid || change.gid || change.atime_ns || change.mtime_ns) {
     touch(*times, false);
+    std::uint32_t o = layout::kNoObject;
     if (entry) {
       sync_segment_owner(*entry);
+      o = ent(*entry).object;
     } else if (ino != kRootIno) {
       // An object's permissions narrow its entries' segment files.
-      const std::uint32_t o = find(ino)->index;
+      o = find(ino)->index;
       for (auto& [name, e] : object_rt_[o].committed) sync_segment_owner(e);
       for (auto& [name, e] : object_rt_[o].pending) sync_segment_owner(e);
     }
+    // A waiting pop may now be let read an entry, or take its name.
+    if ((change.mode || change.uid || change.gid) && o != layout::kNoObject) serve_pop_waiters(o);
   }
   if (auto t = tickets_.find(ino); t != tickets_.end()) {
     *out = ticket_attr(ino, t->second);

@@ -24,6 +24,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "os/process.h"
 #include "os/segment.h"
 #include "store/layout.h"
 #include "store/meta.h"
@@ -312,9 +313,14 @@ class Store {
   int find_object(std::string_view name, std::uint32_t* o) const;
   bool is_writer(std::uint32_t e, const Caller& caller) const;
   // Whether `mode`, `uid` and `gid` grant `caller` the access `want` (R_OK, W_OK or both), as
-  // the kernel's checks would: root, or the bits of the caller's class (supplementary groups
-  // come from /proc, and only when the group's and others' bits disagree).
+  // the kernel's checks would: the bits of the caller's class, or CAP_DAC_OVERRIDE (and
+  // CAP_DAC_READ_SEARCH for reading). Its supplementary groups and capabilities come from
+  // /proc (os::thread_info), only when needed.
   static bool permits(std::uint32_t mode, uid_t uid, gid_t gid, const Caller& caller, int want);
+  // Whether `caller`'s thread has capability `cap` (or CAP_DAC_OVERRIDE), as far as /proc shows.
+  static bool overrides(const Caller& caller, const os::ThreadInfo& thread, int cap);
+  // Whether `caller` may take entry `e`'s name away: a sticky object's rule, as unlink's.
+  bool may_unname(std::uint32_t o, std::uint32_t e, const Caller& caller);
   template <typename Record>
   static bool permits(const Record& r, const Caller& caller, int want) {
     return permits(r.mode, r.uid, r.gid, caller, want);

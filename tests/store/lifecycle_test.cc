@@ -141,51 +141,6 @@ TEST_F(StoreLifecycleTest, OnceWaitersAreFailedNoPopWaits) {
   ASSERT_EQ(store().release(popped.fh), 0);
 }
 
-// A pop reads an entry and removes its name: the caller needs the object's write permission,
-// and gets only entries it may read (found by QA: any user could drain any object, and read
-// entries of mode 600 that way).
-TEST_F(StoreLifecycleTest, APopTakesTheObjectsWritePermissionAndSkipsUnreadableEntries) {
-  const Caller stranger{getuid() + 1, getgid() + 1, Other().pid};
-  const Ino shared = MakeObject("shared", {}, 0755);
-  Put(shared, "a", "a");
-  const auto pop = [&](Ino obj, const Caller& caller, int flags, OpenFile* out,
-                       Store::Waiter* waiter = nullptr) {
-    Attr ticket;
-    EXPECT_EQ(store().lookup(obj, control::kPop, caller, &ticket), 0);
-    return store().open(ticket.ino, flags, caller, out, waiter);
-  };
-  OpenFile popped;
-  EXPECT_EQ(pop(shared, stranger, O_RDONLY | O_NONBLOCK, &popped), EACCES);
-  EXPECT_EQ(Listing(shared), Names{"a"});
-
-  const Ino open_to_all = MakeObject("open", {}, 0777);
-  Put(open_to_all, "secret", "mine", 0600);
-  Put(open_to_all, "public", "ours", 0644);
-  ASSERT_EQ(pop(open_to_all, stranger, O_RDONLY | O_NONBLOCK, &popped), 0);
-  EXPECT_EQ(Contents(popped.fh), "ours");
-  ASSERT_EQ(store().release(popped.fh), 0);
-  EXPECT_EQ(pop(open_to_all, stranger, O_RDONLY | O_NONBLOCK, &popped), EAGAIN);
-  EXPECT_EQ(Listing(open_to_all), Names{"secret"});
-
-  // A waiting pop is served the first entry it may read; the entry it may not stays.
-  std::string served;
-  Store::Waiter waiter{7, nullptr, [&](int err, const OpenFile& file) {
-                         ASSERT_EQ(err, 0);
-                         served = Contents(file.fh);
-                         EXPECT_EQ(store().release(file.fh), 0);
-                       }};
-  ASSERT_EQ(pop(open_to_all, stranger, O_RDONLY, &popped, &waiter), EINPROGRESS);
-  Put(open_to_all, "group", "theirs", 0640);  // neither the stranger's class nor its group
-  EXPECT_EQ(served, "");
-  Put(open_to_all, "later", "ours too", 0604);
-  EXPECT_EQ(served, "ours too");
-  EXPECT_EQ(Listing(open_to_all), (Names{"group", "secret"}));
-  // Its owner (or root) pops them, oldest first.
-  ASSERT_EQ(pop(open_to_all, Me(), O_RDONLY | O_NONBLOCK, &popped), 0);
-  EXPECT_EQ(Contents(popped.fh), "mine");
-  ASSERT_EQ(store().release(popped.fh), 0);
-}
-
 TEST_F(StoreLifecycleTest, UnlinkWithoutReadersFreesTheMemoryAtOnce) {
   const std::string data = Pattern(10000, 1);
   Ino ino = Put(obj_, "e", data);
