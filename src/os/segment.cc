@@ -115,10 +115,14 @@ int SegmentFile::truncate(std::uint64_t length) {
 
 int SegmentFile::set_owner(uid_t uid, gid_t gid, mode_t mode) {
   if (fchown(fd(), uid, gid) != 0) return errno;
-  return set_mode(mode);
+  return fchmod(fd(), mode & 07777) == 0 ? 0 : errno;
 }
 
-int SegmentFile::set_mode(mode_t mode) { return fchmod(fd(), mode & 07777) == 0 ? 0 : errno; }
+int SegmentFile::drop_write_bits() {
+  struct stat st;
+  if (fstat(fd(), &st) != 0) return errno;
+  return fchmod(fd(), st.st_mode & 07555) == 0 ? 0 : errno;
+}
 
 std::int64_t SegmentFile::length() const {
   struct stat st;

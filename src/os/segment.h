@@ -56,7 +56,9 @@ class SegmentFile {
   int truncate(std::uint64_t length);
   // Gives the file an owner and permission bits.
   int set_owner(uid_t uid, gid_t gid, mode_t mode);
-  int set_mode(mode_t mode);
+  // Takes the write bits away (a committed entry), and nothing else: a smosd that is not root
+  // could not give the file to the entry's owner, and must not open it to its own group.
+  int drop_write_bits();
   // The file's current length, or a negative errno.
   std::int64_t length() const;
 

@@ -49,6 +49,10 @@ Attr Store::ticket_attr(Ino ino, const Ticket& t) {
     a.mode = S_IFREG | (a.mode & 0666);
     a.size = 0;
     a.nlink = 1;
+    if (t.kind == Control::kPush) {  // what an open of it makes: see open_ticket()
+      a.uid = t.uid;
+      a.gid = t.gid;
+    }
   } else {
     a.mode = S_IFREG;
   }
@@ -80,6 +84,8 @@ int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr*
   }
   Ticket& t = tickets_.at(ino);
   t.lookups++;
+  t.uid = caller.uid;
+  t.gid = caller.gid;
   *out = ticket_attr(ino, t);
   return 0;
 }
@@ -167,6 +173,9 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
   if (t.kind == Control::kPush) {
     if (!writable) return EPERM;
     if (reopened) return EBUSY;
+    // The kernel checked the ticket, which shows the caller as its owner: a push makes a name
+    // in the object, which takes the object's write permission.
+    if (!permits(obj(o), caller, W_OK)) return EACCES;
     // A seq whose name someone took by hand (a cp of another queue's entries) is skipped:
     // this push must not replace that entry when it commits.
     std::uint64_t seq = obj(o).next_seq;
@@ -187,8 +196,8 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
     entry_rt_[e].pushed = true;
     bind_ticket(ino, t, e);
     t.handles++;
-    // lookup() said the ticket was empty. So is a new entry, unless typed tracks give it its
-    // full size at birth.
+    // lookup() said the ticket was empty, the caller's, with the object's mode. So is a new
+    // entry, unless typed tracks give it its full size at birth.
     *out = OpenFile{new_fh(e, true, ino), true, false, ent(e).size != 0};
     return 0;
   }

@@ -155,7 +155,7 @@ void Store::commit(std::uint32_t e) {
   touch(r.times, false);
   r.flags = 0;
   r.state = EntryState::kCommitted;
-  if (int err = entry_rt_[e].segment.set_mode(segment_mode(e)); err != 0) {
+  if (int err = entry_rt_[e].segment.drop_write_bits(); err != 0) {
     spdlog::warn("store '{}': slot {} mode: {}", options_.name, e, std::strerror(err));
   }
   entry_rt_[e].cache_primed = false;
@@ -361,11 +361,14 @@ int Store::open(Ino ino, int flags, const Caller& caller, OpenFile* out, Waiter*
     if (writable && (flags & O_TRUNC)) {
       // Each truncating open writes a version of its own, even in one process.
       if (rt.writers > 0) return begin_replace(e, caller);
-      if (int err = resize(e, 0); err != 0) return err;
-      // A typed entry keeps its layout's size: truncating it zero-fills it (found by QA: the
-      // second open of a replace left it empty).
-      if (!object_rt_[r.object].tracks.empty()) {
-        if (int err = resize(e, obj(r.object).block_size); err != 0) return err;
+      // A replace's new version, opened for the first time, is as new_entry() made it.
+      if (rt.redirect_tid == 0) {
+        if (int err = resize(e, 0); err != 0) return err;
+        // A typed entry keeps its layout's size: truncating it zero-fills it (found by QA:
+        // the second open of a replace left it empty).
+        if (!object_rt_[r.object].tracks.empty()) {
+          if (int err = wrote(e, resize(e, obj(r.object).block_size)); err != 0) return err;
+        }
       }
     }
     if (writable) {

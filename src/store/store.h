@@ -128,7 +128,7 @@ class Store {
   int setattr(Ino ino, const SetAttr& change, std::optional<std::uint64_t> fh,
               const Caller& caller, Attr* out);
   // fallocate(2) through a writable handle: mode 0 grows its write entry to offset + length,
-  // as ftruncate would (EFBIG, ENOSPC, EINVAL for typed entries); any other mode is
+  // as ftruncate would (EFBIG past the block size, ENOSPC past the budget); any other mode is
   // EOPNOTSUPP.
   int fallocate(std::uint64_t fh, int mode, std::uint64_t offset, std::uint64_t length);
   int readdir(Ino dir, std::vector<DirEntry>* out);
@@ -254,6 +254,10 @@ class Store {
     std::uint64_t lookups = 0;  // kernel references
     std::uint32_t handles = 0;
     bool alias = false;  // a .latest alias: bound at lookup, for good
+    // Who looked an unopened .push up, and owns what its open makes: the kernel checks fchmod
+    // and futimens of the opened descriptor against the attributes the lookup gave.
+    uid_t uid = 0;
+    gid_t gid = 0;
   };
   struct QueuedWaiter {
     Ino ticket;

@@ -112,6 +112,32 @@ TEST_F(PermissionsTest, APopNeedsTheObjectsWritePermissionAndAnEntryItMayRead) {
   EXPECT_EQ(ListDir(Path("q")).names, std::vector<std::string>{}) << "popped";
 }
 
+// An opened .push is its writer's entry, whoever owns the object: fchmod and futimens work
+// through it at once (the kernel had checked them against the object's owner, until an fstat).
+TEST_F(PermissionsTest, AnOpenedPushIsItsWritersEntry) {
+  MakeObject("q");
+  const std::string push = Path("q/") + control::kPush;
+  EXPECT_EQ(AsNobody([&] { return OpenErr(push, O_WRONLY); }), Err(EACCES))
+      << "a push makes a name: it takes the object's write permission";
+  EXPECT_EQ(ListDir(Path("q")).names, std::vector<std::string>{});
+  ASSERT_EQ(ErrOf(::chmod(Path("q").c_str(), 0777)), kOk);
+  EXPECT_EQ(AsNobody([&] {
+              Fd fd = Open(Path("q/") + control::kPush, O_WRONLY);
+              if (!fd.ok()) return Err(EBADF);
+              if (::write(fd.get(), "x", 1) != 1) return Err(errno);
+              if (::fchmod(fd.get(), 0600) != 0) return Err(errno);
+              if (::futimens(fd.get(), nullptr) != 0) return Err(errno);
+              return kOk;
+            }),
+            kOk);
+  const std::vector<std::string> names = ListDir(Path("q")).names;
+  ASSERT_EQ(names.size(), 1u);
+  struct stat st;
+  ASSERT_EQ(ErrOf(::stat(Path("q/" + names[0]).c_str(), &st)), kOk);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(st.st_uid, kNobody);
+}
+
 TEST_F(PermissionsTest, SegmentFilesAreNoMoreReadableThanTheirEntries) {
   struct Case {
     std::string entry;
