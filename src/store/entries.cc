@@ -626,17 +626,21 @@ int Store::fallocate(std::uint64_t fh, int mode, std::uint64_t offset, std::uint
   if (mode != 0) return EOPNOTSUPP;
   if (length == 0 || offset > UINT64_MAX - length) return EINVAL;
   Guard guard(*this);
+  const Handle* h;
+  if (int err = settled_handle(guard, fh, &h); err != 0) return err;
+  if (!h->writable) return EBADF;
+  if (ent(h->entry).state != EntryState::kWrite) return EPERM;
+  if (offset + length <= ent(h->entry).size) return 0;
+  return set_size(h->entry, offset + length);
+}
+
+int Store::settled_handle(Guard& guard, std::uint64_t fh, const Handle** out) {
   await_writes(guard, [&]() -> std::optional<std::uint32_t> {
     const Handle* h;
     if (entry_of_handle(fh, &h) != 0) return std::nullopt;
     return h->entry;
   });
-  const Handle* h;
-  if (int err = entry_of_handle(fh, &h); err != 0) return err;
-  if (!h->writable) return EBADF;
-  if (ent(h->entry).state != EntryState::kWrite) return EPERM;
-  if (offset + length <= ent(h->entry).size) return 0;
-  return set_size(h->entry, offset + length);
+  return entry_of_handle(fh, out);
 }
 
 void Store::name_dropped(std::uint64_t fh) {
@@ -654,13 +658,8 @@ void Store::mark_closed(std::uint32_t e) {
 
 int Store::flush(std::uint64_t fh, const Caller& closer, StaleName* stale) {
   Guard guard(*this);
-  await_writes(guard, [&]() -> std::optional<std::uint32_t> {
-    const Handle* h;
-    if (entry_of_handle(fh, &h) != 0) return std::nullopt;
-    return h->entry;
-  });
   const Handle* h;
-  if (int err = entry_of_handle(fh, &h); err != 0) return err;
+  if (int err = settled_handle(guard, fh, &h); err != 0) return err;
   layout::EntryRecord& r = ent(h->entry);
   if (!h->writable || r.state != EntryState::kWrite) return 0;
   // A pushed entry commits at its writer's first close after it was written: a shell's

@@ -422,6 +422,8 @@ class Store {
   // Waits until no write of the entry that `entry()` names (if any) is in flight, so that a
   // truncate or a commit that follows, under the same Guard, never races a pwrite into the slot.
   void await_writes(Guard& guard, const std::function<std::optional<std::uint32_t>()>& entry);
+  // entry_of_handle(), once no write of the handle's entry is in flight.
+  int settled_handle(Guard& guard, std::uint64_t fh, const Handle** out);
 
   const StoreOptions options_;
   // Guards everything below, and all of the metadata segment. Slot files are read and written

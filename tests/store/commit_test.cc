@@ -198,13 +198,7 @@ TEST_F(StoreCommitTest, APushsWriterMayChangeItsEntrysAttributesButNothingElseOf
 TEST_F(StoreCommitTest, APushSkipsASeqWhoseNameIsTaken) {
   Ino obj = MakeObject("o");
   Put(obj, "00000000000000000002", "copied by hand");  // commits as seq 1
-  OpenFile push;
-  Attr ticket;
-  ASSERT_EQ(store().lookup(obj, control::kPush, Me(), &ticket), 0);
-  ASSERT_EQ(store().open(ticket.ino, O_WRONLY, Me(), &push), 0);
-  ASSERT_EQ(Write(push.fh, 0, "pushed"), 0);
-  ASSERT_EQ(store().flush(push.fh, Me()), 0);
-  ASSERT_EQ(store().release(push.fh), 0);
+  ASSERT_EQ(Push(obj, "pushed"), 0);
   EXPECT_EQ(Listing(obj), (Names{"00000000000000000002", "00000000000000000003"}));
   EXPECT_EQ(ContentsOf(InoOf(obj, "00000000000000000002", Other()), Other()), "copied by hand");
   EXPECT_EQ(ContentsOf(InoOf(obj, "00000000000000000003", Other()), Other()), "pushed");

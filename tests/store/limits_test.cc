@@ -147,11 +147,7 @@ TEST_F(StoreMemoryBudgetTest, APushThatRunsOutOfMemoryIsNotQueued) {
 
   // The queue goes on: the next push is queued (the cut one's seq, 2, was reserved at its
   // open, and is not used again).
-  ASSERT_EQ(store().lookup(obj, control::kPush, Me(), &ticket), 0);
-  ASSERT_EQ(store().open(ticket.ino, O_WRONLY, Me(), &push), 0);
-  ASSERT_EQ(Write(push.fh, 0, "whole"), 0);
-  ASSERT_EQ(store().flush(push.fh, Me()), 0);
-  ASSERT_EQ(store().release(push.fh), 0);
+  ASSERT_EQ(Push(obj, "whole"), 0);
   EXPECT_EQ(Listing(obj), (Names{"00000000000000000003", "first"}));
 }
 

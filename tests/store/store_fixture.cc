@@ -11,6 +11,8 @@
 #include <cstring>
 #include <random>
 
+#include "smos/control.h"
+
 namespace smos::test {
 
 namespace {
@@ -209,6 +211,17 @@ std::string StoreTest::ContentsOf(Ino ino, const Caller& caller) {
   std::string out = Contents(fh);
   EXPECT_EQ(store().release(fh), 0);
   return out;
+}
+
+int StoreTest::Push(Ino object, std::string_view data) {
+  Attr ticket;
+  OpenFile push;
+  if (int err = store().lookup(object, control::kPush, Me(), &ticket); err != 0) return err;
+  if (int err = store().open(ticket.ino, O_WRONLY, Me(), &push); err != 0) return err;
+  int err = Write(push.fh, 0, data);
+  if (int flushed = store().flush(push.fh, Me()); err == 0) err = flushed;
+  if (int released = store().release(push.fh); err == 0) err = released;
+  return err;
 }
 
 Ino StoreTest::InoOf(Ino parent, std::string_view name, const Caller& caller) {

@@ -97,6 +97,8 @@ class StoreTest : public ::testing::Test {
   std::string Contents(std::uint64_t fh);
   // Opens `ino` read-only, reads it whole and releases it.
   std::string ContentsOf(Ino ino, const Caller& caller);
+  // cat data > object/.push, as this process: an errno, or 0.
+  int Push(Ino object, std::string_view data);
 
   // getattr(2) without a handle: 0 or an errno.
   int GetAttr(Ino ino, Attr* out = nullptr);
