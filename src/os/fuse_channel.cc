@@ -240,7 +240,7 @@ ssize_t FuseChannel::writev(int fd, iovec* iov, int count) {
 
 ssize_t FuseChannel::splice_send(int fd_in, off_t* off_in, int fd_out, off_t* off_out,
                                  std::size_t len, unsigned flags) {
-  return ::splice(fd_in, off_in, fd_out, off_out, len, flags);
+  return ::splice(fd_in, off_in, device_ >= 0 ? device_ : fd_out, off_out, len, flags);
 }
 
 }  // namespace smos::os

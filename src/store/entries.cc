@@ -101,7 +101,7 @@ int Store::abandon_new_entry(std::uint32_t e, int err) {
   return err;
 }
 
-mode_t Store::segment_mode(std::uint32_t e) {
+int Store::sync_segment_owner(std::uint32_t e) {
   const layout::EntryRecord& r = ent(e);
   mode_t mode = r.mode & 0777;
   if (r.object != layout::kNoObject) {
@@ -112,12 +112,7 @@ mode_t Store::segment_mode(std::uint32_t e) {
   }
   // Nor write a committed entry through its segment, which the mount refuses.
   if (r.state != EntryState::kWrite) mode &= ~0222u;
-  return mode;
-}
-
-int Store::sync_segment_owner(std::uint32_t e) {
-  const layout::EntryRecord& r = ent(e);
-  int err = entry_rt_[e].segment.set_owner(r.uid, r.gid, segment_mode(e));
+  int err = entry_rt_[e].segment.set_owner(r.uid, r.gid, mode);
   if (err != 0) spdlog::warn("store '{}': slot {} owner: {}", options_.name, e, std::strerror(err));
   return err;
 }

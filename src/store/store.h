@@ -382,12 +382,11 @@ class Store {
   void release_entry_if_unused(std::uint32_t e);
   void name_changed(std::uint32_t o, std::uint32_t old);
   void free_entry(std::uint32_t e);
-  // The mode of an entry's segment file: its own, narrowed by the object's search bits, and
-  // without write bits once it is committed.
-  mode_t segment_mode(std::uint32_t e);
   // ftruncate of write entry `e` by its writer: the block size, a typed layout's size, and the
   // budget permitting. Counts as a write (see wrote()).
   int set_size(std::uint32_t e, std::uint64_t size);
+  // Gives entry `e`'s segment file its owner and mode: the entry's, narrowed by the object's
+  // search bits, and without write bits once it is committed.
   int sync_segment_owner(std::uint32_t e);
   std::uint64_t new_fh(std::uint32_t e, bool writable, Ino ticket = 0, int backing_id = 0);
   // The entry's backing file id for a passthrough open, or 0 if there is none to be had (or
