@@ -40,13 +40,26 @@ int Store::new_entry(std::uint32_t o, std::string_view name, mode_t mode, uid_t 
     return ENOSPC;
   }
   EntryRt& rt = entry_rt_[e];
+  // A descriptor of the slot file outlives the lease it was opened under: whoever opened it
+  // for an earlier entry would read (or write) this one through it. So the slot gets a new file
+  // unless they all may read this entry's segment anyway.
+  const std::string slot = MetaSegment::slot_name(options_.name, e);
+  const mode_t next_mode = segment_mode(mode & kEntryModeBits, orec.mode, false);
+  if (rt.segment.is_open() && (rt.slot_owner_changed || rt.slot_uid != uid ||
+                               rt.slot_gid != gid || (rt.slot_modes & 0077 & ~next_mode) != 0)) {
+    rt.segment = os::SegmentFile();
+  }
   if (!rt.segment.is_open()) {
-    int err = os::SegmentFile::open(MetaSegment::slot_name(options_.name, e), &rt.segment);
+    os::SegmentFile::remove(slot);  // a file left by an earlier entry, or an earlier smosd
+    int err = os::SegmentFile::open(slot, &rt.segment);
     if (err != 0) {
       spdlog::error("store '{}': cannot open slot {}: {}", options_.name, e, std::strerror(err));
       return err == EMFILE || err == ENFILE ? ENOSPC : err;
     }
-    if (int err2 = rt.segment.truncate(0); err2 != 0) return err2;  // a leftover file
+    rt.slot_uid = uid;
+    rt.slot_gid = gid;
+    rt.slot_owner_changed = false;
+    rt.slot_modes = 0;
   }
   if (!free_entries_.empty()) {
     free_entries_.pop_back();
@@ -101,18 +114,27 @@ int Store::abandon_new_entry(std::uint32_t e, int err) {
   return err;
 }
 
-int Store::sync_segment_owner(std::uint32_t e) {
-  const layout::EntryRecord& r = ent(e);
-  mode_t mode = r.mode & 0777;
-  if (r.object != layout::kNoObject) {
+mode_t Store::segment_mode(mode_t entry_mode, std::optional<mode_t> object_mode, bool committed) {
+  mode_t mode = entry_mode & 0777;
+  if (object_mode) {
     // Whoever cannot search the object through the mount cannot read its segments either.
-    const std::uint32_t dir = obj(r.object).mode;
-    if (!(dir & S_IXGRP)) mode &= ~0070u;
-    if (!(dir & S_IXOTH)) mode &= ~0007u;
+    if (!(*object_mode & S_IXGRP)) mode &= ~0070u;
+    if (!(*object_mode & S_IXOTH)) mode &= ~0007u;
   }
   // Nor write a committed entry through its segment, which the mount refuses.
-  if (r.state != EntryState::kWrite) mode &= ~0222u;
-  int err = entry_rt_[e].segment.set_owner(r.uid, r.gid, mode);
+  if (committed) mode &= ~0222u;
+  return mode;
+}
+
+int Store::sync_segment_owner(std::uint32_t e) {
+  const layout::EntryRecord& r = ent(e);
+  EntryRt& rt = entry_rt_[e];
+  const std::optional<mode_t> dir =
+      r.object != layout::kNoObject ? std::optional<mode_t>(obj(r.object).mode) : std::nullopt;
+  const mode_t mode = segment_mode(r.mode, dir, r.state != EntryState::kWrite);
+  if (r.uid != rt.slot_uid || r.gid != rt.slot_gid) rt.slot_owner_changed = true;
+  rt.slot_modes |= mode;
+  int err = rt.segment.set_owner(r.uid, r.gid, mode);
   if (err != 0) spdlog::warn("store '{}': slot {} owner: {}", options_.name, e, std::strerror(err));
   return err;
 }

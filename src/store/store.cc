@@ -109,6 +109,7 @@ void Store::recover() {
     }
     EntryRt& rt = entry_rt_[e];
     int err = os::SegmentFile::open(MetaSegment::slot_name(options_.name, e), &rt.segment);
+    rt.slot_owner_changed = true;  // who opened it before the restart is not known
     if (err != 0 || rt.segment.length() != static_cast<std::int64_t>(r.size)) {
       spdlog::warn("store '{}': entry '{}' lost its bytes; discarding it", options_.name,
                    name_of(r.name));

@@ -284,6 +284,13 @@ class Store {
     std::uint32_t writes_in_flight = 0;  // between prepare_write() and write_done()
     bool short_write = false;            // one of them did not write all of its span
     os::SegmentFile segment;
+    // Who could have opened the slot file since it was made, and may still hold it open: its
+    // owner (unless it changed), and every bit its mode had. A later entry that they may not
+    // read gets a new file (see new_entry()).
+    uid_t slot_uid = 0;
+    gid_t slot_gid = 0;
+    bool slot_owner_changed = false;
+    mode_t slot_modes = 0;
   };
   struct Handle {
     std::uint32_t entry;
@@ -385,8 +392,10 @@ class Store {
   // ftruncate of write entry `e` by its writer: the block size, a typed layout's size, and the
   // budget permitting. Counts as a write (see wrote()).
   int set_size(std::uint32_t e, std::uint64_t size);
-  // Gives entry `e`'s segment file its owner and mode: the entry's, narrowed by the object's
-  // search bits, and without write bits once it is committed.
+  // The mode of an entry's segment file: the entry's, narrowed by its object's search bits,
+  // and without write bits once it is committed.
+  static mode_t segment_mode(mode_t entry_mode, std::optional<mode_t> object_mode, bool committed);
+  // Gives entry `e`'s segment file its owner and segment_mode().
   int sync_segment_owner(std::uint32_t e);
   std::uint64_t new_fh(std::uint32_t e, bool writable, Ino ticket = 0, int backing_id = 0);
   // The entry's backing file id for a passthrough open, or 0 if there is none to be had (or

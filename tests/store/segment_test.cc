@@ -86,6 +86,43 @@ TEST_F(StoreSegmentTest, ADiscardedEntryFreesItsSlot) {
   ASSERT_EQ(store().release(fh), 0);
 }
 
+ino_t InodeOf(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+// A descriptor of a segment outlives the lease it was opened under. Reused by an entry that its
+// earlier holders may not read, a slot gets a new file, and they keep the old one, emptied
+// (found by a review: they read the next entry through it).
+TEST_F(StoreSegmentTest, ASlotReusedForAnotherOwnerGetsANewFile) {
+  Ino obj = MakeObject("o", {}, 0777);
+  const Ino first = Put(obj, "public", "anyone may read this", 0644);
+  const std::string path = Xattr(first, xattr::kSegment);
+  const int kept = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(kept, 0);
+  const ino_t old_file = InodeOf(path);
+  ASSERT_EQ(store().unlink(obj, "public", Me()), 0);
+
+  // The same owner and mode: the file is kept, as nothing new is shown to anyone.
+  const Ino same = Put(obj, "same", "x", 0644);
+  ASSERT_EQ(Xattr(same, xattr::kSegment), path);
+  EXPECT_EQ(InodeOf(path), old_file);
+  ASSERT_EQ(store().unlink(obj, "same", Me()), 0);
+
+  const Caller other_user{4242, 4242, 0};
+  Attr attr;
+  OpenFile file;
+  ASSERT_EQ(store().create(obj, "private", 0600, kCreateFlags, other_user, &attr, &file), 0);
+  ASSERT_EQ(Write(file.fh, 0, "secret"), 0);
+  ASSERT_EQ(store().release(file.fh), 0);
+  ASSERT_EQ(Xattr(attr.ino, xattr::kSegment), path) << "the same slot";
+  EXPECT_NE(InodeOf(path), old_file);
+  char buf[64];
+  EXPECT_EQ(::pread(kept, buf, sizeof buf, 0), 0) << "the kept descriptor reads the new entry";
+  ::close(kept);
+  EXPECT_EQ(ContentsOf(attr.ino, Me()), "secret");
+}
+
 // Whoever the mount would refuse cannot read the segment either, and once the entry is
 // committed nobody may write it there (found by QA: its owner, or anyone its mode let write,
 // could change a committed entry through its segment).
