@@ -85,7 +85,7 @@ int Store::lookup_control(std::uint32_t o, int kind, const Caller& caller, Attr*
   Ticket& t = tickets_.at(ino);
   t.lookups++;
   t.uid = caller.uid;
-  t.gid = caller.gid;
+  t.gid = new_entry_gid(o, caller);
   *out = ticket_attr(ino, t);
   return 0;
 }
@@ -187,7 +187,7 @@ int Store::open_ticket(Ino ino, Ticket& t, int flags, const Caller& caller, Open
       if (!ort.committed.contains(name) && !ort.pending.contains(name)) break;
     }
     std::uint32_t e;
-    if (int err = new_entry(o, name, obj(o).mode & 0666, caller.uid, caller.gid, caller, &e);
+    if (int err = new_entry(o, name, obj(o).mode & 0666, caller.uid, new_entry_gid(o, caller), caller, &e);
         err != 0) {
       return err;
     }

@@ -320,7 +320,7 @@ int Store::create(Ino parent, std::string_view name, mode_t mode, int flags,
       const layout::EntryRecord* old = replaces ? &ent(existing) : nullptr;
       std::uint32_t e;
       if (int err = new_entry(o, name, old ? old->mode : mode, old ? old->uid : caller.uid,
-                              old ? old->gid : caller.gid, caller, &e);
+                              old ? old->gid : new_entry_gid(o, caller), caller, &e);
           err != 0) {
         return err;
       }

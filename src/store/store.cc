@@ -249,6 +249,11 @@ bool Store::may_unname(std::uint32_t o, std::uint32_t e, const Caller& caller) {
   return overrides(caller, os::thread_info(caller.pid), CAP_FOWNER);
 }
 
+gid_t Store::new_entry_gid(std::uint32_t o, const Caller& caller) {
+  const layout::ObjectRecord& object = obj(o);
+  return (object.mode & S_ISGID) ? object.gid : caller.gid;
+}
+
 bool Store::is_writer(std::uint32_t e, const Caller& caller) const {
   const pid_t tgid = entry_rt_[e].writer_tgid;
   // 0: callers outside smosd's pid namespace, which FUSE cannot name: they cannot be told

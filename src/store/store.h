@@ -332,6 +332,9 @@ class Store {
   static bool overrides(const Caller& caller, const os::ThreadInfo& thread, int cap);
   // Whether `caller` may take entry `e`'s name away: a sticky object's rule, as unlink's.
   bool may_unname(std::uint32_t o, std::uint32_t e, const Caller& caller);
+  // The group of a new entry that `caller` makes in object `o`: the object's when it has the
+  // set-group-ID bit, as a directory's on Linux filesystems, or else the caller's.
+  gid_t new_entry_gid(std::uint32_t o, const Caller& caller);
   template <typename Record>
   static bool permits(const Record& r, const Caller& caller, int want) {
     return permits(r.mode, r.uid, r.gid, caller, want);

@@ -138,6 +138,26 @@ TEST_F(PermissionsTest, AnOpenedPushIsItsWritersEntry) {
   EXPECT_EQ(st.st_uid, kNobody);
 }
 
+// chmod g+s on an object, as on a shared directory: what others create or push there gets the
+// object's group.
+TEST_F(PermissionsTest, ASetgidObjectGivesNewEntriesItsGroup) {
+  const std::string obj = MakeObject("shared");
+  ASSERT_EQ(ErrOf(::chown(obj.c_str(), 0, 1234)), kOk);
+  ASSERT_EQ(ErrOf(::chmod(obj.c_str(), 02777)), kOk);
+  struct stat st;
+  ASSERT_EQ(ErrOf(::stat(obj.c_str(), &st)), kOk);
+  ASSERT_EQ(st.st_mode & 07777, 02777u);
+  ASSERT_EQ(AsNobody([&] { return WriteFile(obj + "/named", "n"); }), kOk);
+  ASSERT_EQ(AsNobody([&] { return WriteFile(obj + "/" + control::kPush, "p"); }), kOk);
+  const std::vector<std::string> names = ListDir(obj).names;
+  ASSERT_EQ(names.size(), 2u);
+  for (const std::string& name : names) {
+    ASSERT_EQ(ErrOf(::stat((obj + "/" + name).c_str(), &st)), kOk);
+    EXPECT_EQ(st.st_uid, kNobody) << name;
+    EXPECT_EQ(st.st_gid, 1234u) << name;
+  }
+}
+
 TEST_F(PermissionsTest, SegmentFilesAreNoMoreReadableThanTheirEntries) {
   struct Case {
     std::string entry;

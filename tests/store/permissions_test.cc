@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "smos/control.h"
+#include "smos/xattr.h"
 #include "store_fixture.h"
 
 namespace smos::test {
@@ -177,6 +178,54 @@ TEST_F(StorePermissionsTest, APopFromAStickyObjectTakesOnlyTheCallersOwnEntries)
   Chown(own, kStrangerUid, kStrangerGid);
   EXPECT_EQ(PopNow(obj, stranger_.caller()), "o");
   EXPECT_EQ(PopNow(obj, Me()), "r");
+}
+
+// As a directory's on Linux filesystems, an object's set-group-ID bit gives the entries made in
+// it the object's group, named or pushed, and their segment files too (found by an audit: the
+// bit was kept and meant nothing).
+TEST_F(StorePermissionsTest, ASetgidObjectGivesNewEntriesItsGroup) {
+  const Ino obj = MakeObject("shared", {}, 0777);
+  Chown(obj, 0, kStrangerGroup);
+  const auto create = [&](std::string_view name) {
+    Attr attr;
+    OpenFile file;
+    EXPECT_EQ(store().create(obj, name, 0644, kCreateFlags, stranger_.caller(), &attr, &file), 0);
+    EXPECT_EQ(Write(file.fh, 0, "x"), 0);
+    EXPECT_EQ(store().release(file.fh), 0);
+    return attr;
+  };
+  EXPECT_EQ(create("before").gid, kStrangerGid) << "without the bit: the creator's group";
+
+  Chmod(obj, 02777);
+  const Attr named = create("named");
+  EXPECT_EQ(named.gid, kStrangerGroup);
+  struct stat segment;
+  ASSERT_EQ(::stat(Xattr(named.ino, xattr::kSegment).c_str(), &segment), 0);
+  EXPECT_EQ(segment.st_gid, kStrangerGroup);
+
+  Attr ticket;
+  ASSERT_EQ(store().lookup(obj, control::kPush, stranger_.caller(), &ticket), 0);
+  EXPECT_EQ(ticket.gid, kStrangerGroup) << "an opened push shows its entry's owner";
+  OpenFile push;
+  ASSERT_EQ(store().open(ticket.ino, O_WRONLY, stranger_.caller(), &push), 0);
+  ASSERT_EQ(Write(push.fh, 0, "pushed"), 0);
+  ASSERT_EQ(store().flush(push.fh, stranger_.caller()), 0);
+  ASSERT_EQ(store().release(push.fh), 0);
+  ASSERT_EQ(Listing(obj), (Names{"00000000000000000003", "before", "named"}));
+  Attr pushed;
+  ASSERT_EQ(GetAttr(InoOf(obj, "00000000000000000003", Me()), &pushed), 0);
+  EXPECT_EQ(pushed.gid, kStrangerGroup);
+  EXPECT_EQ(pushed.uid, kStrangerUid);
+
+  // A replace keeps the replaced version's owner and group, as before.
+  Chmod(obj, 0777);
+  OpenFile replace;
+  Ino version;
+  ASSERT_EQ(Replace(obj, "named", stranger_.caller(), &replace, &version), 0);
+  ASSERT_EQ(store().release(replace.fh), 0);
+  Attr replaced;
+  ASSERT_EQ(GetAttr(version, &replaced), 0);
+  EXPECT_EQ(replaced.gid, kStrangerGroup);
 }
 
 }  // namespace
