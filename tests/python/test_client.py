@@ -22,6 +22,18 @@ def xattr(path, name):
         raise
 
 
+def wait_for_bytes(test, obj, want):
+    """Waits until object obj holds want bytes, zombies included: until the releases of the
+    handles closed before have reached the daemon, which comes after close() returns (with
+    io_uring, possibly through another CPU's queue)."""
+    path = test.path(obj)
+    for _ in range(1000):
+        if xattr(path, "user.smos.bytes") == str(want):
+            break
+        time.sleep(0.01)
+    test.assertEqual(xattr(path, "user.smos.bytes"), str(want))
+
+
 def open_files():
     """What this process's descriptors are open on."""
     files = []
@@ -358,8 +370,8 @@ class DeleteEntryTest(MountedTestCase):
         self.client.push_to_object(name, np.full(1 << 16, -1, np.int64))
         np.testing.assert_array_equal(h.value, np.arange(1 << 16))
         h.release()
-        # Then the zombie's slot is reused.
-        self.client.push_to_object(name, 3)
+        wait_for_bytes(self, name, 8 << 16)  # the other entry's: the zombie is freed
+        self.client.push_to_object(name, 3)  # and its slot reused
 
     def test_delete_missing(self):
         name = self.obj()
@@ -394,6 +406,7 @@ class PushPopTest(MountedTestCase):
         h = self.client.pop_from_object(name)
         self.assertErrno(errno.ENOSPC, self.client.push_to_object, name, 2)
         self.client.free_handle(h)
+        wait_for_bytes(self, name, 0)
         self.client.push_to_object(name, 2)
 
     def test_pop_skips_busy_entries(self):
@@ -446,11 +459,7 @@ class FailureTest(MountedTestCase):
                 kept = h.value[:10]
                 h.release()
                 self.assertEqual(kept.sum(), 0, "a view after release reads zeros")
-                for _ in range(100):  # the release reaches the daemon after close() returns
-                    if xattr(self.path(name), "user.smos.bytes") == "0":
-                        break
-                    time.sleep(0.01)
-                self.assertEqual(xattr(self.path(name), "user.smos.bytes"), "0")
+                wait_for_bytes(self, name, 0)
                 client.push_to_object(name, 1)  # its slot is free
                 self.assertFalse([f for f in open_files() if f.startswith(("/dev/shm/", self.mnt + "/"))])
                 del kept
