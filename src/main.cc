@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -102,10 +103,15 @@ Options parse_options(int argc, char** argv) {
   };
   Options opts;
   std::optional<std::uint64_t> memory;
-  auto positive = [](const char* flag, std::optional<std::uint64_t> v, std::uint64_t max) {
-    if (!v || *v == 0 || *v > max) usage_error(std::string("bad value for ") + flag + ": '" + optarg + "'");
+  // A count or size from 1 to max; `max_text` says max as the user would write it.
+  auto positive = [](const char* flag, std::optional<std::uint64_t> v, std::uint64_t max,
+                     const std::string& max_text) {
+    if (!v || *v == 0 || *v > max) {
+      usage_error(std::string("bad value for ") + flag + ": '" + optarg + "' (1 to " + max_text + ")");
+    }
     return *v;
   };
+  constexpr std::uint64_t kMaxSize = 1ull << 50;  // 1024T
   int c;
   while ((c = getopt_long(argc, argv, "fdo:hV", long_options, nullptr)) != -1) {
     switch (c) {
@@ -125,11 +131,22 @@ Options parse_options(int argc, char** argv) {
         if (!valid_store_name(optarg)) usage_error("store names are 1-64 of [A-Za-z0-9_-]");
         opts.store.name = optarg;
         break;
-      case kCapacity: opts.store.default_capacity = positive("--capacity", smos::parse_count(optarg), UINT32_MAX); break;
-      case kBlockSize: opts.store.default_block_size = positive("--block-size", smos::parse_size(optarg), 1ull << 50); break;
-      case kMemory: memory = positive("--memory", smos::parse_size(optarg), 1ull << 50); break;
-      case kMaxObjects: opts.store.max_objects = positive("--max-objects", smos::parse_count(optarg), smos::layout::kMaxObjectsLimit); break;
-      case kMaxEntries: opts.store.max_entries = positive("--max-entries", smos::parse_count(optarg), smos::layout::kMaxEntriesLimit); break;
+      case kCapacity:
+        opts.store.default_capacity =
+            positive("--capacity", smos::parse_count(optarg), UINT32_MAX, std::to_string(UINT32_MAX));
+        break;
+      case kBlockSize:
+        opts.store.default_block_size = positive("--block-size", smos::parse_size(optarg), kMaxSize, "1024T");
+        break;
+      case kMemory: memory = positive("--memory", smos::parse_size(optarg), kMaxSize, "1024T"); break;
+      case kMaxObjects:
+        opts.store.max_objects = positive("--max-objects", smos::parse_count(optarg), smos::layout::kMaxObjectsLimit,
+                                          std::to_string(smos::layout::kMaxObjectsLimit));
+        break;
+      case kMaxEntries:
+        opts.store.max_entries = positive("--max-entries", smos::parse_count(optarg), smos::layout::kMaxEntriesLimit,
+                                          std::to_string(smos::layout::kMaxEntriesLimit));
+        break;
       case kReset: opts.store.reset = true; break;
       case kNoPassthrough: opts.passthrough = false; break;
       case kPassthroughMinSize: {
@@ -160,7 +177,12 @@ void setup_logging(const Options& opts) {
   if (opts.foreground) {
     logger = spdlog::stderr_color_mt("smosd");
   } else {
-    logger = spdlog::syslog_logger_mt("smosd", "smosd", LOG_PID, LOG_DAEMON);
+    // To syslog; and warnings and errors to stderr too, so that whoever started smosd sees why
+    // it would not start (once it detaches, its stderr is /dev/null).
+    auto syslog = std::make_shared<spdlog::sinks::syslog_sink_mt>("smosd", LOG_PID, LOG_DAEMON, false);
+    auto terminal = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+    terminal->set_level(spdlog::level::warn);
+    logger = std::make_shared<spdlog::logger>("smosd", spdlog::sinks_init_list{syslog, terminal});
   }
   logger->set_level(spdlog::level::from_str(opts.log_level));
   spdlog::set_default_logger(logger);
@@ -199,10 +221,15 @@ void raise_fd_limit(std::uint64_t wanted) {
 // Refuses or clears what is already mounted on the mountpoint. Returns false to stop.
 bool prepare_mountpoint(const std::string& path) {
   using smos::os::MountpointState;
-  switch (smos::os::probe_mountpoint(path)) {
+  int err;
+  switch (smos::os::probe_mountpoint(path, &err)) {
     case MountpointState::kReady: return true;
-    case MountpointState::kMissing:
-      spdlog::error("mountpoint {} does not exist", path);
+    case MountpointState::kUnreachable:
+      spdlog::error("mountpoint {}: {}", path, std::strerror(err));
+      return false;
+    case MountpointState::kInFuse:
+      spdlog::error("mountpoint {} is a directory inside a FUSE filesystem; mount on a directory "
+                    "of another filesystem", path);
       return false;
     case MountpointState::kNotADir:
       spdlog::error("mountpoint {} is not a directory", path);
@@ -211,7 +238,8 @@ bool prepare_mountpoint(const std::string& path) {
       spdlog::error("{} is already a live FUSE mount; unmount it first (fusermount3 -u {})", path, path);
       return false;
     case MountpointState::kStale:
-      if (smos::os::detach_mount(path) == 0 && smos::os::probe_mountpoint(path) == MountpointState::kReady) {
+      if (smos::os::detach_mount(path) == 0 &&
+          smos::os::probe_mountpoint(path, &err) == MountpointState::kReady) {
         spdlog::warn("cleared a stale FUSE mount on {}", path);
         return true;
       }
@@ -314,6 +342,11 @@ int main(int argc, char** argv) {
   // An ignored SIGCHLD is inherited across exec, and would have the kernel reap the children
   // whose status smosd waits for (fusermount3 clearing a stale mount).
   std::signal(SIGCHLD, SIG_DFL);
+  // Nor may an inherited SIG_IGN keep SIGINT or SIGTERM from stopping smosd, as it does when
+  // a shell script starts it with `&` (libfuse installs its handlers only over SIG_DFL). A
+  // SIGHUP ignored stays ignored, as nohup(1) asks.
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
   Options opts = parse_options(argc, argv);
   setup_logging(opts);
   raise_fd_limit(opts.store.max_entries + 256);

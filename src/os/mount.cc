@@ -14,18 +14,28 @@ namespace {
 constexpr long kFuseSuperMagic = 0x65735546;
 }
 
-MountpointState probe_mountpoint(const std::string& path) {
+MountpointState probe_mountpoint(const std::string& path, int* err) {
+  *err = 0;
   // statfs, unlike stat, is never answered from the kernel's caches: a FUSE mount whose daemon
   // died answers ENOTCONN even right after its root was looked at. (ECONNABORTED: a request
   // that was queued for the daemon's io_uring as the connection went down.)
   struct statfs fs;
   if (statfs(path.c_str(), &fs) != 0) {
-    return errno == ENOTCONN || errno == ECONNABORTED ? MountpointState::kStale
-                                                      : MountpointState::kMissing;
+    *err = errno;
+    return *err == ENOTCONN || *err == ECONNABORTED ? MountpointState::kStale
+                                                    : MountpointState::kUnreachable;
   }
-  if (fs.f_type == kFuseSuperMagic) return MountpointState::kLiveFuse;
   struct stat st;
-  if (stat(path.c_str(), &st) != 0) return MountpointState::kMissing;
+  if (stat(path.c_str(), &st) != 0) {
+    *err = errno;
+    return MountpointState::kUnreachable;
+  }
+  if (fs.f_type == kFuseSuperMagic) {
+    // A mount's root is on another device than its parent.
+    struct stat parent;
+    const bool root = stat((path + "/..").c_str(), &parent) != 0 || parent.st_dev != st.st_dev;
+    return root ? MountpointState::kLiveFuse : MountpointState::kInFuse;
+  }
   return S_ISDIR(st.st_mode) ? MountpointState::kReady : MountpointState::kNotADir;
 }
 

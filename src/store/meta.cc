@@ -53,7 +53,8 @@ int MetaSegment::open(const std::string& name, MetaGeometry geometry, bool reset
     return err;
   }
   if (std::string why; int err = os::check_own_file(meta->lock_fd_, &why)) {
-    *message = "refusing " + lock_path + ": " + why;
+    *message = "refusing " + lock_path + ": " + why +
+               "; if no smosd of its owner uses it, remove it by hand";
     return err;
   }
   if (flock(meta->lock_fd_, LOCK_EX | LOCK_NB) != 0) {

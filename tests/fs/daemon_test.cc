@@ -91,6 +91,42 @@ TEST_F(DaemonTest, ALiveMountpointIsRefused) {
   EXPECT_EQ(StatSpace(smosd_.mountpoint()).type, kFuseSuperMagic);
 }
 
+// Found by an audit: a directory inside a live mount was called a live mount, with advice to
+// unmount it, and every error of the mountpoint's path was "does not exist".
+TEST_F(DaemonTest, TheMountpointsProblemIsNamed) {
+  ASSERT_TRUE(smosd_.Start());
+  ASSERT_EQ(ErrOf(::mkdir(smosd_.Path("obj").c_str(), 0755)), kOk);
+  Smosd other;
+  EXPECT_EQ(other.RunToExit({"-f", "--store=" + other.store(), smosd_.Path("obj")}), 1);
+  EXPECT_NE(other.Log().find("inside a FUSE filesystem"), std::string::npos) << other.Log();
+  const std::string file = other.mountpoint() + "/file";
+  ASSERT_EQ(WriteFile(file, "x"), kOk);
+  EXPECT_EQ(other.RunToExit({"-f", "--store=" + other.store(), file + "/below"}), 1);
+  EXPECT_NE(other.Log().find(std::strerror(ENOTDIR)), std::string::npos) << other.Log();
+  ASSERT_EQ(ErrOf(::unlink(file.c_str())), kOk);
+  EXPECT_TRUE(other.StoreFiles().empty()) << "nothing was created";
+}
+
+// Without -f, smosd logs to syslog; but why it would not start must reach whoever started it
+// (found by an audit: it exited 1 and said nothing where no syslog daemon listens).
+TEST_F(DaemonTest, WithoutDashFStartUpErrorsReachStderr) {
+  EXPECT_EQ(smosd_.RunToExit({"--store=" + smosd_.store(), smosd_.mountpoint() + "/missing"}), 1);
+  EXPECT_NE(smosd_.Log().find(std::strerror(ENOENT)), std::string::npos) << smosd_.Log();
+}
+
+// libfuse handles a signal only if it was not ignored when smosd started, and a shell script
+// starts its background jobs with SIGINT ignored (found by an audit).
+TEST_F(DaemonTest, AnInheritedIgnoredSigintStillStopsIt) {
+  struct sigaction ignore {}, old {};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(sigaction(SIGINT, &ignore, &old), 0);
+  const bool started = smosd_.Start();
+  sigaction(SIGINT, &old, nullptr);
+  ASSERT_TRUE(started);
+  EXPECT_EQ(smosd_.Stop(SIGINT), 0);
+  EXPECT_FALSE(smosd_.IsMounted());
+}
+
 TEST_F(DaemonTest, WithoutDashFItRunsInTheBackground) {
   std::optional<int> status =
       smosd_.RunToExit({"--store=" + smosd_.store(), "--memory=64M", smosd_.mountpoint()});
