@@ -1,4 +1,5 @@
 // smosd: options, logging, start-up and shutdown. See smosd(8).
+#include <fcntl.h>
 #include <getopt.h>
 #include <csignal>
 #include <sys/resource.h>
@@ -172,6 +173,9 @@ Options parse_options(int argc, char** argv) {
   return opts;
 }
 
+// Where warnings and errors go besides syslog in the background, until smosd detaches.
+std::shared_ptr<spdlog::sinks::sink> g_terminal_sink;
+
 void setup_logging(const Options& opts) {
   std::shared_ptr<spdlog::logger> logger;
   if (opts.foreground) {
@@ -180,9 +184,9 @@ void setup_logging(const Options& opts) {
     // To syslog; and warnings and errors to stderr too, so that whoever started smosd sees why
     // it would not start (once it detaches, its stderr is /dev/null).
     auto syslog = std::make_shared<spdlog::sinks::syslog_sink_mt>("smosd", LOG_PID, LOG_DAEMON, false);
-    auto terminal = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
-    terminal->set_level(spdlog::level::warn);
-    logger = std::make_shared<spdlog::logger>("smosd", spdlog::sinks_init_list{syslog, terminal});
+    g_terminal_sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+    g_terminal_sink->set_level(spdlog::level::warn);
+    logger = std::make_shared<spdlog::logger>("smosd", spdlog::sinks_init_list{syslog, g_terminal_sink});
   }
   logger->set_level(spdlog::level::from_str(opts.log_level));
   spdlog::set_default_logger(logger);
@@ -299,6 +303,7 @@ int serve(const Options& opts, smos::Store& store) {
       spdlog::info("store '{}' mounted on {} (memory budget {} bytes)", opts.store.name,
                    opts.mountpoint, opts.store.memory_budget);
       fuse_daemonize(opts.foreground ? 1 : 0);
+      if (g_terminal_sink) g_terminal_sink->set_level(spdlog::level::off);  // stderr: /dev/null
       smos::fs::ChannelBackingFiles backing(context);
       if (opts.passthrough) store.set_backing_files(&backing);
       smos::fs::Notifier notifier(se, [&context] {
@@ -339,6 +344,18 @@ int serve(const Options& opts, smos::Store& store) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Descriptors 0 to 2 must be open before anything else is: a store file that took one of
+  // them would get the log's lines written into it, and fuse_daemonize() would close it (and
+  // drop the store's lock) when it puts /dev/null there.
+  for (;;) {
+    const int fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (fd < 0) return 1;
+    if (fd > 2) {
+      ::close(fd);
+      break;
+    }
+    ::fcntl(fd, F_SETFD, 0);  // a standard descriptor, as a child should inherit it
+  }
   // An ignored SIGCHLD is inherited across exec, and would have the kernel reap the children
   // whose status smosd waits for (fusermount3 clearing a stale mount).
   std::signal(SIGCHLD, SIG_DFL);

@@ -1,5 +1,6 @@
 #include "os/mount.h"
 
+#include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -25,16 +26,19 @@ MountpointState probe_mountpoint(const std::string& path, int* err) {
     return *err == ENOTCONN || *err == ECONNABORTED ? MountpointState::kStale
                                                     : MountpointState::kUnreachable;
   }
+  if (fs.f_type == kFuseSuperMagic) {
+    // A statx that asks for nothing is answered even for a FUSE mount of another user's, which
+    // refuses stat(2); it says whether the path is a mount's root (Linux 5.8 and later).
+    struct statx stx;
+    const bool inside = statx(AT_FDCWD, path.c_str(), 0, 0, &stx) == 0 &&
+                        (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) != 0 &&
+                        (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT) == 0;
+    return inside ? MountpointState::kInFuse : MountpointState::kLiveFuse;
+  }
   struct stat st;
   if (stat(path.c_str(), &st) != 0) {
     *err = errno;
     return MountpointState::kUnreachable;
-  }
-  if (fs.f_type == kFuseSuperMagic) {
-    // A mount's root is on another device than its parent.
-    struct stat parent;
-    const bool root = stat((path + "/..").c_str(), &parent) != 0 || parent.st_dev != st.st_dev;
-    return root ? MountpointState::kLiveFuse : MountpointState::kInFuse;
   }
   return S_ISDIR(st.st_mode) ? MountpointState::kReady : MountpointState::kNotADir;
 }

@@ -543,9 +543,13 @@ int Store::mkdir(Ino parent, std::string_view name, mode_t mode, const Caller& c
   r.entries_created = 0;
   const std::int64_t now = os::now_ns();
   r.times = {now, now, now};
-  r.mode = mode & 07777;
+  // Under a root with the set-group-ID bit, an object takes the root's group and the bit, as a
+  // subdirectory does on Linux filesystems.
+  const layout::StoreHeader& h = meta_->header();
+  const bool setgid_root = (h.root_mode & S_ISGID) != 0;
+  r.mode = (mode & 07777) | (setgid_root ? S_ISGID : 0);
   r.uid = caller.uid;
-  r.gid = caller.gid;
+  r.gid = setgid_root ? h.root_gid : caller.gid;
   r.commit = CommitMode::kClose;
   r.tracks_len = 0;
   set_name(r.name, name);

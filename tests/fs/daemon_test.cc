@@ -5,6 +5,7 @@
 
 #include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -112,6 +113,22 @@ TEST_F(DaemonTest, TheMountpointsProblemIsNamed) {
 TEST_F(DaemonTest, WithoutDashFStartUpErrorsReachStderr) {
   EXPECT_EQ(smosd_.RunToExit({"--store=" + smosd_.store(), smosd_.mountpoint() + "/missing"}), 1);
   EXPECT_NE(smosd_.Log().find(std::strerror(ENOENT)), std::string::npos) << smosd_.Log();
+}
+
+// Started with its standard descriptors closed (as some supervisors do), smosd must not let
+// store files take those numbers: its log lines would land in them, and detaching puts
+// /dev/null there, which dropped the store's lock, so that a second daemon could serve the
+// same store (found by a review).
+TEST_F(DaemonTest, ClosedStandardDescriptorsTakeNoStoreFile) {
+  const std::string command = std::string("exec ") + SMOSD_PATH + " --store=" + smosd_.store() +
+                              " --memory=64M " + smosd_.mountpoint() + " <&- >&- 2>&-";
+  ASSERT_EQ(std::system(("sh -c '" + command + "'").c_str()), 0);
+  ASSERT_TRUE(Eventually([&] { return StatSpace(smosd_.mountpoint()).type == kFuseSuperMagic; }));
+  ASSERT_EQ(ErrOf(::mkdir(smosd_.Path("obj").c_str(), 0755)), kOk);
+  Smosd second;
+  EXPECT_EQ(second.RunToExit({"-f", "--store=" + smosd_.store(), second.mountpoint()}), 1)
+      << "the store's lock is still held\n" << second.Log();
+  EXPECT_TRUE(smosd_.Unmount());
 }
 
 // libfuse handles a signal only if it was not ignored when smosd started, and a shell script

@@ -228,5 +228,26 @@ TEST_F(StorePermissionsTest, ASetgidObjectGivesNewEntriesItsGroup) {
   EXPECT_EQ(replaced.gid, kStrangerGroup);
 }
 
+// And a root with the bit gives it, with its group, to the objects made in it, as a directory
+// does to its subdirectories (found by a review).
+TEST_F(StorePermissionsTest, ASetgidRootGivesNewObjectsItsGroupAndTheBit) {
+  Chown(kRootIno, 0, kStrangerGroup);
+  Chmod(kRootIno, 0777);
+  Attr plain;
+  ASSERT_EQ(store().mkdir(kRootIno, "plain", 0755, stranger_.caller(), &plain), 0);
+  EXPECT_EQ(plain.gid, kStrangerGid);
+  EXPECT_EQ(plain.mode & 07777, 0755u);
+  Chmod(kRootIno, 02777);
+  Attr inherited;
+  ASSERT_EQ(store().mkdir(kRootIno, "inherited", 0755, stranger_.caller(), &inherited), 0);
+  EXPECT_EQ(inherited.gid, kStrangerGroup);
+  EXPECT_EQ(inherited.mode & 07777, 02755u);
+  Attr entry;
+  OpenFile file;
+  ASSERT_EQ(store().create(inherited.ino, "e", 0644, kCreateFlags, stranger_.caller(), &entry, &file), 0);
+  EXPECT_EQ(entry.gid, kStrangerGroup) << "and the object to its entries";
+  EXPECT_EQ(store().release(file.fh), 0);
+}
+
 }  // namespace
 }  // namespace smos::test
