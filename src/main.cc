@@ -182,7 +182,7 @@ void setup_logging(const Options& opts) {
     logger = spdlog::stderr_color_mt("smosd");
   } else {
     // To syslog; and warnings and errors to stderr too, so that whoever started smosd sees why
-    // it would not start (once it detaches, its stderr is /dev/null).
+    // it would not start (serve() closes this sink once smosd detaches).
     auto syslog = std::make_shared<spdlog::sinks::syslog_sink_mt>("smosd", LOG_PID, LOG_DAEMON, false);
     g_terminal_sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
     g_terminal_sink->set_level(spdlog::level::warn);
